@@ -1,0 +1,158 @@
+"""The `grader` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from grader import __version__
+from grader.cases import derive_seed
+from grader.grade import grade_notebook, limits_for
+from grader.report import Report, TestStatus
+from grader.spec import AssignmentSpec, SpecError, find_spec
+
+EXIT_FULL, EXIT_PARTIAL, EXIT_UNGRADABLE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or an unusable source: exit status 2."""
+
+
+def _add_grading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--assignment", metavar="NAME",
+                   help="assignment name (assignments/NAME.toml in the course) or a spec path; "
+                        "defaults to the name recorded in the notebook's metadata")
+    p.add_argument("--course", type=Path, metavar="DIR",
+                   help="folder holding assignments/ and solutions/ (default: this checkout)")
+    p.add_argument("--cell-timeout", type=float, metavar="S",
+                   help="seconds a notebook cell may run before it is interrupted "
+                        "(default: the spec's, 30)")
+    p.add_argument("--call-timeout", type=float, metavar="S",
+                   help="seconds one call of a student function may take (default: the spec's, 5)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grader",
+        description="Grade backpropagation notebooks. Each submission runs in a fresh python3 "
+                    "kernel; its functions are called on generated cases and judged in the "
+                    "grader against the reference solution and finite differences.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser(
+        "check", help="grade one notebook and print its report",
+        description="Grade one notebook. Exit 0 on full marks, 1 when graded below full "
+                    "marks, 2 when it could not be graded (unreadable file, bad arguments).")
+    check.add_argument("notebook", type=Path, metavar="NOTEBOOK")
+    _add_grading_options(check)
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--seed", type=int,
+                       help="seed for the random cases (default: derived from the assignment "
+                            "and the file name, so a re-run replays the same cases)")
+    check.set_defaults(run=_cmd_check)
+
+    grade = sub.add_parser(
+        "grade", help="grade a class: a folder of notebooks",
+        description="Grade every submission in SOURCE: each *.ipynb (the student id is the file "
+                    "name) or one notebook per sub-folder (the id is the folder name). Writes "
+                    "OUT/<student>.json and OUT/grades.csv. Exit 0 when every submission got a "
+                    "report, 2 for bad arguments or an unreadable source.")
+    grade.add_argument("source", type=Path, metavar="SOURCE")
+    grade.add_argument("--out", type=Path, required=True, metavar="OUT",
+                       help="folder for the reports (created if needed)")
+    _add_grading_options(grade)
+    grade.add_argument("--salt", default="",
+                       help="private text mixed into every seed, so students cannot replay "
+                            "the hidden cases")
+    grade.set_defaults(run=_cmd_grade)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the report")
+    schema.set_defaults(run=_cmd_schema)
+    return parser
+
+
+def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> AssignmentSpec:
+    name = args.assignment
+    if name is None and notebook is not None:
+        name = _assignment_in_metadata(notebook)
+    if name is None:
+        raise UsageError("--assignment is required (the notebook does not name its assignment)")
+    try:
+        return find_spec(name, args.course)
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _assignment_in_metadata(notebook: Path) -> str | None:
+    import json
+
+    try:
+        meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
+        name = meta.get("grader", {}).get("assignment")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.isidentifier() else None
+
+
+def _summary(report: Report) -> str:
+    lines = [f"{report.submission}: {report.assignment}"]
+    if report.status == "invalid":
+        lines.append(f"  could not be graded: {report.reason}")
+        return "\n".join(lines)
+    for function, (score, top) in report.function_scores().items():
+        lines.append(f"  {function:<20} {score:g}/{top:g}")
+        for t in report.tests:
+            if t.function == function and t.status is not TestStatus.PASSED:
+                lines.append(f"    - {t.name} [{t.status.value}]: {t.feedback}")
+    for cell in report.cells:
+        lines.append(f"  note: cell {cell.cell} ({cell.problem}): {cell.message}")
+    lines.append(f"  score {report.score:g}/{report.max_score:g} (seed {report.seed})")
+    return "\n".join(lines)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    if not args.notebook.is_file():
+        raise UsageError(f"no such file: {args.notebook}")
+    spec = _spec_for(args, args.notebook)
+    seed = args.seed if args.seed is not None else derive_seed(spec.name, args.notebook.stem)
+    limits = limits_for(spec, args.cell_timeout, args.call_timeout)
+    report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits))
+    print(report.model_dump_json(indent=2) if args.json else _summary(report))
+    if report.status == "invalid":
+        return EXIT_UNGRADABLE
+    return EXIT_FULL if report.score >= report.max_score else EXIT_PARTIAL
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from grader.batch import grade_class
+
+    spec = _spec_for(args)
+    if not args.source.exists():
+        raise UsageError(f"no such folder: {args.source}")
+    limits = limits_for(spec, args.cell_timeout, args.call_timeout)
+    return grade_class(args.source, args.out, spec, limits, salt=args.salt)
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    print(json.dumps(Report.model_json_schema(), indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"grader: error: {exc}", file=sys.stderr)
+        return EXIT_UNGRADABLE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

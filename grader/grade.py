@@ -1,0 +1,44 @@
+"""Grade one submission: load, run, judge, report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from grader import __version__
+from grader.cases import call_args, make_cases
+from grader.judge import judge
+from grader.notebook import UnreadableNotebook, load_notebook
+from grader.reference import reference_namespace
+from grader.report import Report
+from grader.runner import KernelManagerFactory, Limits, observe, plain_kernel_manager
+from grader.spec import AssignmentSpec
+
+
+def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
+               call_timeout_s: float | None = None) -> Limits:
+    """The spec's timeouts, unless the command line overrides them."""
+    return Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
+                  call_timeout_s=call_timeout_s or spec.timeouts.call_s)
+
+
+async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
+                         km_factory: KernelManagerFactory = plain_kernel_manager,
+                         sandbox: str = "none") -> Report:
+    """The report for one notebook file; an unreadable file gets an `invalid` report."""
+    started = time.monotonic()
+    common = dict(assignment=spec.name, submission=path.name, seed=seed,
+                  grader_version=__version__, max_score=spec.max_score, sandbox=sandbox)
+    try:
+        nb = load_notebook(path)
+    except UnreadableNotebook as exc:
+        return Report(**common, status="invalid", reason=str(exc), score=0,
+                      duration_s=time.monotonic() - started)
+    namespace = reference_namespace(spec)
+    cases = make_cases(spec, namespace, seed)
+    calls = {f.name: [call_args(spec, f.name, c) for c in cases] for f in spec.functions}
+    observations = await observe(nb, calls, limits, km_factory, submission=path)
+    tests = judge(spec, cases, observations.calls, namespace)
+    return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
+                  cells=observations.cells, output_dropped_bytes=observations.output_dropped_bytes,
+                  duration_s=time.monotonic() - started)

@@ -1,0 +1,290 @@
+"""Verdicts from plain values: the functional core. No kernel, no files, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from grader.cases import Case
+from grader.reference import evaluate
+from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
+from grader.spec import AssignmentSpec, CaseSet, FunctionSpec, GradientCheck, PropertyCheck
+from grader.values import (
+    Array,
+    Call,
+    KernelDied,
+    Missing,
+    NoneValue,
+    NotImplementedOutcome,
+    Number,
+    Raised,
+    Timeout,
+    TooLarge,
+    Unsupported,
+    as_array,
+)
+
+# Central differences: truncation error ~ h^2 |f'''| / 6 and rounding error ~ eps |f| / h balance
+# at h ~ eps^(1/3) ~ 6e-6 (scaled by the size of the value), for an error near 1e-10 on O(1)
+# costs. That is far below the float32 noise of a correct student (about 1e-6 relative), so the
+# spec's fd_rtol can sit in between: 1e-4 accepts float32 work with a tenfold margin while a real
+# mistake (a missing factor, a wrong sign) is off by percents or more.
+FD_STEP = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+
+_PROBLEM_ORDER = [
+    TestStatus.MISSING,
+    TestStatus.KERNEL_DIED,
+    TestStatus.NOT_IMPLEMENTED,
+    TestStatus.TIMEOUT,
+    TestStatus.ERROR,
+]
+
+_SET_WORDS = {
+    CaseSet.EXAMPLES: "worked example",
+    CaseSet.SCALAR: "hidden scalar case",
+    CaseSet.VECTOR: "hidden 1-D array case",
+    CaseSet.MATRIX: "hidden 2-D array case",
+}
+
+
+@dataclass(frozen=True)
+class CaseVerdict:
+    """How one call fared; `got` is a plain float64 array when the call returned a number."""
+
+    status: TestStatus
+    message: str
+    got: np.ndarray | None = None
+
+
+def fmt(value: Any) -> str:
+    """A compact, readable rendering of a number or array."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim == 0:
+        return f"{float(array):.6g}"
+    return np.array2string(array, precision=6, threshold=24, separator=", ")
+
+
+def call_verdict(function: str, call: Call, timeout_s: float) -> CaseVerdict:
+    """Turn one call's outcome into a plain value or the reason there is none."""
+    o = call.outcome
+    match o:
+        case Number() | Array():
+            return CaseVerdict(TestStatus.PASSED, "", as_array(o))
+        case Missing():
+            return CaseVerdict(
+                TestStatus.MISSING,
+                f"No function named {function} was defined: check its name and that its cell "
+                "runs without errors.",
+            )
+        case NotImplementedOutcome():
+            return CaseVerdict(
+                TestStatus.NOT_IMPLEMENTED,
+                f"{function} still raises NotImplementedError: replace the stub with your code.",
+            )
+        case Timeout():
+            return CaseVerdict(
+                TestStatus.TIMEOUT,
+                f"{function} did not return within {timeout_s:g} s (an endless loop?); "
+                "it was not called again.",
+            )
+        case KernelDied():
+            return CaseVerdict(
+                TestStatus.KERNEL_DIED, f"The kernel died before {function} could be tested."
+            )
+        case Raised():
+            return CaseVerdict(TestStatus.ERROR, f"{function} raised {o.type}: {o.message}")
+        case NoneValue():
+            return CaseVerdict(
+                TestStatus.FAILED,
+                f"{function} returned None: it must return its result"
+                + (" (it changed its argument in place instead)." if call.mutated else "."),
+            )
+        case TooLarge():
+            return CaseVerdict(
+                TestStatus.FAILED, f"{function} returned a {o.type} with {o.size} values, far "
+                "more than the inputs call for.")
+        case Unsupported():
+            return CaseVerdict(
+                TestStatus.FAILED,
+                f"{function} returned a {o.type}, not a number or a numpy array.",
+            )
+    raise AssertionError(f"unhandled outcome {o!r}")
+
+
+def _first_problem(verdicts: Sequence[CaseVerdict]) -> CaseVerdict | None:
+    for status in _PROBLEM_ORDER:
+        for v in verdicts:
+            if v.status is status:
+                return v
+    return next((v for v in verdicts if v.status is TestStatus.FAILED), None)
+
+
+def compare(expected: Any, got: np.ndarray, rtol: float, atol: float) -> tuple[bool, str, float]:
+    """Same shape and values within atol + rtol * |expected|; returns (ok, reason, rel error)."""
+    exp = np.asarray(expected, dtype=np.float64)
+    if exp.shape != got.shape:
+        return False, f"expected shape {exp.shape} but got shape {got.shape}", float("inf")
+    if not np.all(np.isfinite(got)):
+        return False, "the result contains nan or inf", float("inf")
+    diff = np.abs(got - exp)
+    ok = bool(np.all(diff <= atol + rtol * np.abs(exp)))
+    rel = float(np.max(diff / np.maximum(np.abs(exp), atol), initial=0.0))
+    return ok, "" if ok else "wrong value", rel
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    return "a scalar" if shape == () else f"an array of shape {shape}"
+
+
+def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cases: list[Case],
+                   calls: list[Call], namespace: dict[str, Any]) -> TestResult:
+    """Judge one group of cases against the reference solution."""
+    points = f.points[case_set]
+    visible = case_set is CaseSet.EXAMPLES
+    verdicts = [call_verdict(f.name, c, spec.timeouts.call_s) for c in calls]
+    base = dict(name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
+                max_score=points, visibility=Visibility.VISIBLE if visible else Visibility.HIDDEN)
+    problem = next((v for v in verdicts if v.status is not TestStatus.PASSED), None)
+    if problem is not None:
+        worst = _first_problem(verdicts)
+        assert worst is not None
+        return TestResult(**base, score=0, status=worst.status, feedback=worst.message)
+    details: list[CaseDetail] = []
+    wrong: list[str] = []
+    max_error = 0.0
+    for case, verdict in zip(cases, verdicts, strict=True):
+        assert verdict.got is not None
+        expected = evaluate(f.expected_expression, namespace, **case.variables)
+        ok, reason, rel = compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)
+        max_error = max(max_error, rel)
+        if visible:
+            details.append(CaseDetail(
+                inputs={a: fmt(case.variables[a]) for a in f.args},
+                expected=fmt(expected), got=fmt(verdict.got)))
+        if not ok:
+            if reason.startswith("expected shape"):
+                reason = (f"expected {_shape_words(np.shape(expected))} but got "
+                          f"{_shape_words(verdict.got.shape)}")
+            elif visible:
+                reason = f"expected {fmt(expected)} but got {fmt(verdict.got)}"
+            wrong.append(reason)
+    words = _SET_WORDS[case_set]
+    n = len(cases)
+    if not wrong:
+        feedback = f"Correct on {'the' if n == 1 else f'all {n}'} {words}{'s' if n > 1 else ''}."
+        return TestResult(**base, score=points, status=TestStatus.PASSED, feedback=feedback,
+                          max_error=max_error, details=details)
+    count = f"{len(wrong)} of {n} {words}s" if n > 1 else f"the {words}"
+    feedback = f"Wrong on {count}: {wrong[0]}"
+    if not visible and not wrong[0].startswith("expected"):
+        feedback += f" (largest relative error {max_error:.3g})"
+    return TestResult(**base, score=0, status=TestStatus.FAILED, feedback=feedback + ".",
+                      max_error=max_error, details=details)
+
+
+def numerical_gradient(func: Callable[[np.ndarray], Any], at: Any,
+                       shape: tuple[int, ...]) -> np.ndarray:
+    """Central-difference gradient of sum(func(v)) at v = `at` broadcast to `shape`."""
+    base = np.array(np.broadcast_to(np.asarray(at, dtype=np.float64), shape))
+    grad = np.empty(shape, dtype=np.float64)
+    for idx in np.ndindex(shape):
+        h = FD_STEP * max(1.0, abs(float(base[idx])))
+        plus, minus = base.copy(), base.copy()
+        plus[idx] += h
+        minus[idx] -= h
+        # Divide by the step actually taken, which rounding may have changed.
+        grad[idx] = (np.sum(func(plus)) - np.sum(func(minus))) / (plus[idx] - minus[idx])
+    return grad
+
+
+def relative_difference(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> np.ndarray:
+    """|a - n| / (|a| + |n|): 1 for a sign error, |r - 1| / (r + 1) for a gradient scaled by r."""
+    diff = np.abs(analytic - numeric)
+    scale = np.abs(analytic) + np.abs(numeric)
+    return np.where(diff <= atol, 0.0, diff / np.where(scale > 0, scale, 1.0))
+
+
+def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeout_s: float
+                   ) -> tuple[list[tuple[Case, np.ndarray]], CaseVerdict | None]:
+    pairs = [(case, call_verdict(f.name, call, timeout_s))
+             for case, call in zip(cases, calls, strict=True) if case.case_set != CaseSet.EXAMPLES]
+    problem = _first_problem([v for _, v in pairs])
+    return [(c, v.got) for c, v in pairs if v.got is not None], problem
+
+
+def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, cases: list[Case],
+                  calls: list[Call], namespace: dict[str, Any]) -> TestResult:
+    """The student's values, as a gradient, against central differences of the spec's cost."""
+    base = dict(name=f"{f.name}: {check.name}", function=f.name,
+                kind=TestKind.FINITE_DIFFERENCE, max_score=check.points,
+                visibility=Visibility.HIDDEN)
+    values, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
+    if problem is not None:
+        return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
+    worst = 0.0
+    for case, got in values:
+        try:
+            analytic = np.asarray(
+                evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
+        except ValueError:
+            return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
+                              feedback=f"{f.name} returned {_shape_words(got.shape)}, which does "
+                              "not fit the shape of its inputs.")
+
+        def of(perturbed: np.ndarray, case: Case = case) -> Any:
+            return evaluate(check.of, namespace, **(case.variables | {check.wrt: perturbed}))
+
+        numeric = numerical_gradient(of, case.variables[check.wrt], analytic.shape)
+        rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
+        worst = max(worst, float(np.max(rel, initial=0.0)))
+    if worst <= spec.tolerance.fd_rtol:
+        return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
+                          feedback="Agrees with a numerical derivative on every hidden case.")
+    return TestResult(
+        **base, score=0, status=TestStatus.FAILED, max_error=worst,
+        feedback=f"Does not agree with a numerical derivative (relative difference up to "
+        f"{worst:.3g}; at most {spec.tolerance.fd_rtol:g} is expected).")
+
+
+def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
+                  calls: list[Call], namespace: dict[str, Any]) -> TestResult:
+    """A condition every correct result satisfies, evaluated on the hidden cases."""
+    base = dict(name=f"{f.name}: {prop.name}", function=f.name, kind=TestKind.PROPERTY,
+                max_score=prop.points, visibility=Visibility.HIDDEN)
+    values, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
+    if problem is not None:
+        return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
+    failures = 0
+    for case, got in values:
+        try:
+            holds = bool(np.all(evaluate(prop.holds, namespace, result=got, **case.variables)))
+        except ValueError:
+            holds = False
+        failures += not holds
+    if failures == 0:
+        return TestResult(**base, score=prop.points, status=TestStatus.PASSED,
+                          feedback="Holds on every hidden case.")
+    return TestResult(**base, score=0, status=TestStatus.FAILED,
+                      feedback=f"{prop.explain} (failed on {failures} of {len(values)} cases)")
+
+
+def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
+          namespace: dict[str, Any]) -> list[TestResult]:
+    """Every test of the assignment, in spec order."""
+    tests: list[TestResult] = []
+    for f in spec.functions:
+        f_calls = calls[f.name]
+        for case_set in CaseSet:
+            if case_set not in f.points:
+                continue
+            idx = [i for i, c in enumerate(cases) if c.case_set is case_set]
+            tests.append(reference_test(spec, f, case_set, [cases[i] for i in idx],
+                                        [f_calls[i] for i in idx], namespace))
+        for check in f.gradient_checks:
+            tests.append(gradient_test(spec, f, check, cases, f_calls, namespace))
+        for prop in f.properties:
+            tests.append(property_test(spec, f, prop, cases, f_calls, namespace))
+    return tests

@@ -1,0 +1,110 @@
+"""The score report: the single source of truth every exporter reads."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class TestKind(StrEnum):
+    REFERENCE = "reference"
+    FINITE_DIFFERENCE = "finite_difference"
+    PROPERTY = "property"
+
+
+class TestStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    MISSING = "missing"
+    NOT_IMPLEMENTED = "not_implemented"
+    KERNEL_DIED = "kernel_died"
+
+
+class Visibility(StrEnum):
+    VISIBLE = "visible"
+    HIDDEN = "hidden"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CaseDetail(_Model):
+    """Inputs, expected and got for one visible case; hidden cases never carry these."""
+
+    inputs: dict[str, str]
+    expected: str
+    got: str
+
+
+class TestResult(_Model):
+    name: str
+    function: str
+    kind: TestKind
+    score: float = Field(ge=0)
+    max_score: float = Field(ge=0)
+    status: TestStatus
+    visibility: Visibility
+    feedback: str
+    max_error: float | None = Field(
+        default=None, description="Largest error measured over the cases, in the test's own metric."
+    )
+    details: list[CaseDetail] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _score_within_max(self) -> TestResult:
+        if self.score > self.max_score:
+            raise ValueError("score exceeds max_score")
+        if self.visibility is Visibility.HIDDEN and self.details:
+            raise ValueError("hidden tests carry no case details")
+        return self
+
+
+class CellProblem(_Model):
+    """A notebook cell that did not run cleanly; the student sees which one and why."""
+
+    cell: int = Field(description="Index of the code cell in the notebook, counting from 0.")
+    problem: Literal["error", "timeout", "kernel_died"]
+    message: str
+
+
+class Report(_Model):
+    schema_version: int = SCHEMA_VERSION
+    assignment: str
+    submission: str
+    status: Literal["graded", "invalid"]
+    reason: str | None = Field(default=None, description="Why the submission could not be graded.")
+    score: float = Field(ge=0)
+    max_score: float = Field(ge=0)
+    seed: int
+    grader_version: str
+    duration_s: float = Field(ge=0)
+    sandbox: str = "none"
+    tests: list[TestResult] = Field(default_factory=list)
+    cells: list[CellProblem] = Field(default_factory=list)
+    output_dropped_bytes: int = Field(
+        default=0, ge=0, description="Notebook output beyond the kept limit, counted and dropped."
+    )
+
+    @model_validator(mode="after")
+    def _score_is_sum_of_tests(self) -> Report:
+        total = sum(t.score for t in self.tests)
+        if abs(total - self.score) > 1e-9:
+            raise ValueError(f"score {self.score} is not the sum of the tests ({total})")
+        if self.status == "invalid" and not self.reason:
+            raise ValueError("an invalid report must say why")
+        return self
+
+    def function_scores(self) -> dict[str, tuple[float, float]]:
+        """Score and max score per graded function, in the order the tests list them."""
+        out: dict[str, tuple[float, float]] = {}
+        for t in self.tests:
+            score, top = out.get(t.function, (0.0, 0.0))
+            out[t.function] = (score + t.score, top + t.max_score)
+        return out

@@ -1,0 +1,361 @@
+"""Run a submission in a fresh kernel and observe its functions: the imperative shell.
+
+Student cells run through nbclient. Then the harness (kernel_harness.py) calls each student
+function on the cases; its outcomes come back as JSON on a display channel keyed by a nonce
+that is drawn after the student's cells have run. Everything else the kernel says is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+import nbformat
+import numpy as np
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from pydantic import ValidationError
+
+from grader.report import CellProblem
+from grader.values import Call, CallMessage, KernelDied, Missing, Raised, Timeout
+
+HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
+MIME = "application/vnd.backprop-grader.result+json"
+_TIMEOUT_MARK = "GraderCellTimeout"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-submission limits; the defaults suit the bundled assignments."""
+
+    cell_timeout_s: float = 30.0
+    call_timeout_s: float = 5.0
+    output_bytes: int = 1_000_000
+    startup_timeout_s: float = 60.0
+    # After an interrupt, how long a kernel may take to become idle before it counts as hung.
+    interrupt_grace_s: float = 3.0
+    # Fresh kernels started after the first one dies or hangs; one more death ends the run.
+    restarts: int = 1
+    max_items: int = 100_000
+    max_text: int = 500
+
+
+@dataclass
+class Observations:
+    """Everything the judge learns from the kernel: plain values and what went wrong where."""
+
+    calls: dict[str, list[Call]] = field(default_factory=dict)
+    cells: list[CellProblem] = field(default_factory=list)
+    output_dropped_bytes: int = 0
+
+
+KernelManagerFactory = Callable[[Path, Path], AsyncKernelManager]
+
+
+def plain_kernel_manager(runtime: Path, workdir: Path) -> AsyncKernelManager:
+    """A python3 kernel on private IPC sockets, whatever kernel the notebook names."""
+    return AsyncKernelManager(
+        kernel_name="python3",
+        transport="ipc",
+        ip=str(runtime / "kernel"),
+        connection_file=str(runtime / "kernel.json"),
+    )
+
+
+class KernelLost(Exception):
+    """The kernel died or stopped answering; its state is gone."""
+
+
+class _Client(NotebookClient):
+    """nbclient with a cap on kept output and a record of how each cell ended."""
+
+    def __init__(self, nb: nbformat.NotebookNode, km: AsyncKernelManager, limits: Limits,
+                 workdir: Path) -> None:
+        super().__init__(
+            nb,
+            km=km,
+            timeout_func=lambda _cell: limits.cell_timeout_s,
+            interrupt_on_timeout=True,
+            error_on_timeout={"ename": _TIMEOUT_MARK, "evalue": "", "traceback": []},
+            allow_errors=True,
+            iopub_timeout=limits.interrupt_grace_s,
+            raise_on_iopub_timeout=False,
+            startup_timeout=limits.startup_timeout_s,
+            shutdown_kernel="immediate",
+            record_timing=False,
+            store_widget_state=False,
+            resources={"metadata": {"path": str(workdir)}},
+        )
+        self._limits = limits
+        self.kept_bytes = 0
+        self.dropped_bytes = 0
+        self.idle_seen = False
+        self.last_reply: dict[str, Any] | None = None
+        self.on_cell_executed = self._remember_reply
+
+    def _remember_reply(self, execute_reply: dict[str, Any] | None = None, **_: Any) -> None:
+        self.last_reply = execute_reply
+
+    def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+        if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+            self.idle_seen = True
+        return super().process_message(msg, cell, cell_index)
+
+    def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None,
+               cell_index: int) -> Any:
+        size = _text_size(msg.get("content", {}))
+        if self.kept_bytes + size > self._limits.output_bytes:
+            self.dropped_bytes += size
+            return None
+        self.kept_bytes += size
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _text_size(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, dict):
+        return sum(_text_size(v) for v in content.values())
+    if isinstance(content, list):
+        return sum(_text_size(v) for v in content)
+    return 0
+
+
+def _literal(value: Any) -> str:
+    """Source text of one argument: a float, or nested lists the harness turns into an array."""
+    array = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ValueError("case arguments must be finite")
+    return repr(float(array)) if array.ndim == 0 else repr(array.tolist())
+
+
+class KernelSession:
+    """One kernel: start it, run cells, call functions, and always clean up after itself."""
+
+    def __init__(self, nb: nbformat.NotebookNode, limits: Limits,
+                 km_factory: KernelManagerFactory, runtime: Path, workdir: Path) -> None:
+        self._nb = nb
+        self._limits = limits
+        self._km_factory = km_factory
+        self._runtime = runtime
+        self._workdir = workdir
+        self._client: _Client | None = None
+        self._run: str | None = None
+
+    async def start(self) -> None:
+        client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
+                         self._workdir)
+        self._client = client
+        await client.async_start_new_kernel()
+        await client.async_start_new_kernel_client()
+        self._run = None
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.km is not None:
+            with contextlib.suppress(Exception):
+                await client._async_cleanup_kernel()
+
+    @property
+    def client(self) -> _Client:
+        assert self._client is not None, "kernel not started"
+        return self._client
+
+    async def run_cell(self, index: int) -> CellProblem | None:
+        """Execute one notebook cell; raise KernelLost when the kernel is gone afterwards."""
+        client = self.client
+        client.idle_seen = False
+        client.last_reply = None
+        try:
+            await client.async_execute_cell(self._nb.cells[index], index)
+        except DeadKernelError:
+            raise KernelLost(f"cell {index} killed the kernel") from None
+        reply = (client.last_reply or {}).get("content", {})
+        if reply.get("ename") == _TIMEOUT_MARK:
+            if not client.idle_seen or not await client.km.is_alive():
+                raise KernelLost(f"cell {index} ran past {self._limits.cell_timeout_s:g} s "
+                                 "and did not stop when interrupted")
+            return CellProblem(cell=index, problem="timeout",
+                               message=f"stopped after {self._limits.cell_timeout_s:g} s")
+        if reply.get("status") == "error":
+            name = str(reply.get("ename", "Error"))[:200]
+            value = str(reply.get("evalue", ""))[: self._limits.max_text]
+            return CellProblem(cell=index, problem="error", message=f"{name}: {value}")
+        return None
+
+    async def _install_harness(self) -> str:
+        run = f"_grader_run_{secrets.token_hex(8)}"
+        nonce = secrets.token_hex(16)
+        code = (f"{HARNESS_SOURCE}\n{run} = __grader_install__({nonce!r}, {MIME!r}, "
+                f"{self._limits.max_items}, {self._limits.max_text})\ndel __grader_install__\n")
+        await self._execute(code, lambda _msg: None, deadline_s=self._limits.startup_timeout_s)
+        self._nonce = nonce
+        return run
+
+    async def call(self, function: str, arguments: Sequence[Sequence[Any]]) -> list[Call]:
+        """Call one student function on each case's arguments; stop at its first timeout."""
+        if self._run is None:
+            self._run = await self._install_harness()
+        outcomes: dict[int, Call] = {}
+        missing = False
+
+        def receive(msg: dict[str, Any]) -> None:
+            nonlocal missing
+            if msg["msg_type"] != "display_data":
+                return
+            payload = msg["content"].get("data", {}).get(MIME)
+            if payload is None:
+                return
+            try:
+                message = CallMessage.model_validate(payload)
+            except ValidationError:
+                return
+            if message.nonce != self._nonce or message.function != function:
+                return
+            if message.case == -1 and isinstance(message.outcome, Missing):
+                missing = True
+            elif 0 <= message.case < len(arguments) and message.case not in outcomes:
+                outcomes[message.case] = Call(outcome=message.outcome, mutated=message.mutated)
+
+        code = "{}({!r}, [{}])".format(
+            self._run, function, ", ".join("[" + ", ".join(map(_literal, args)) + "]"
+                                           for args in arguments))
+        timed_out = await self._execute(code, receive, deadline_s=self._limits.call_timeout_s,
+                                        progress=lambda: len(outcomes))
+        if missing:
+            return [Call(outcome=Missing(kind="missing")) for _ in arguments]
+        calls = []
+        for index in range(len(arguments)):
+            if index in outcomes:
+                calls.append(outcomes[index])
+            elif timed_out or any(isinstance(c.outcome, Timeout) for c in outcomes.values()):
+                calls.append(Call(outcome=Timeout(kind="timeout")))
+            else:
+                calls.append(Call(outcome=Raised(kind="raised", type="NoResult",
+                                                 message="the call returned no result")))
+        return calls
+
+    async def _execute(self, code: str, receive: Callable[[dict[str, Any]], None],
+                       deadline_s: float, progress: Callable[[], int] = lambda: 0) -> bool:
+        """Run grader code; interrupt when no progress for deadline_s. True if it was interrupted."""
+        client = self.client
+        kc = client.kc
+        assert kc is not None
+        msg_id = kc.execute(code, silent=False, store_history=False, allow_stdin=False)
+        last_progress, seen = time.monotonic(), progress()
+        interrupted_at: float | None = None
+        while True:
+            now = time.monotonic()
+            if progress() != seen:
+                last_progress, seen = now, progress()
+            if interrupted_at is None:
+                wait = last_progress + deadline_s - now
+            else:
+                wait = interrupted_at + self._limits.interrupt_grace_s - now
+            if wait <= 0:
+                if interrupted_at is not None:
+                    raise KernelLost("the kernel did not stop when interrupted")
+                if not await client.km.is_alive():
+                    raise KernelLost("the kernel died")
+                await client.km.interrupt_kernel()
+                interrupted_at = time.monotonic()
+                continue
+            try:
+                msg = await kc.get_iopub_msg(timeout=min(wait, 1.0))
+            except Empty:
+                if not await client.km.is_alive():
+                    raise KernelLost("the kernel died") from None
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                with contextlib.suppress(Empty):
+                    await kc.get_shell_msg(timeout=self._limits.interrupt_grace_s)
+                return interrupted_at is not None
+            receive(msg)
+
+
+async def observe(nb: nbformat.NotebookNode, calls: dict[str, list[list[Any]]], limits: Limits,
+                  km_factory: KernelManagerFactory = plain_kernel_manager,
+                  submission: Path | None = None) -> Observations:
+    """Run the notebook's code cells, then call each function on its arguments."""
+    observations = Observations()
+    runtime = Path(tempfile.mkdtemp(prefix="grader-run-"))
+    workdir = runtime / "work"
+    workdir.mkdir()
+    if submission is not None:
+        shutil.copy2(submission, workdir / submission.name)
+    session = KernelSession(nb, limits, km_factory, runtime, workdir)
+    restarts = limits.restarts
+    skipped: set[int] = set()
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+
+    async def replay(upto: int) -> None:
+        """A fresh kernel with every cell before `upto` run again, skipping the killers."""
+        await session.stop()
+        await session.start()
+        for index in code_cells:
+            if index >= upto:
+                break
+            if index not in skipped:
+                await session.run_cell(index)
+
+    try:
+        await session.start()
+        position = 0
+        while position < len(code_cells):
+            index = code_cells[position]
+            try:
+                problem = await session.run_cell(index)
+            except KernelLost as lost:
+                skipped.add(index)
+                observations.cells.append(CellProblem(cell=index, problem="kernel_died",
+                                                      message=str(lost)))
+                if restarts == 0:
+                    break
+                restarts -= 1
+                try:
+                    await replay(index)
+                except KernelLost:
+                    break
+            else:
+                if problem is not None:
+                    observations.cells.append(problem)
+            position += 1
+        else:
+            index = math.inf  # type: ignore[assignment]
+
+        alive = position == len(code_cells)
+        for function, arguments in calls.items():
+            if not alive:
+                observations.calls[function] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                                for _ in arguments]
+                continue
+            try:
+                observations.calls[function] = await session.call(function, arguments)
+            except KernelLost:
+                observations.calls[function] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                                for _ in arguments]
+                alive = restarts > 0
+                if alive:
+                    restarts -= 1
+                    try:
+                        await replay(code_cells[-1] + 1 if code_cells else 0)
+                    except KernelLost:
+                        alive = False
+        observations.output_dropped_bytes = session.client.dropped_bytes if session._client else 0
+    finally:
+        await session.stop()
+        shutil.rmtree(runtime, ignore_errors=True)
+    return observations

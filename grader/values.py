@@ -1,0 +1,111 @@
+"""What comes back from the kernel: strictly validated plain values, never student objects."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Non-finite floats travel as strings because JSON has no NaN or infinity.
+WireFloat = float | Literal["nan", "inf", "-inf"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Number(_Wire):
+    kind: Literal["number"]
+    type: str = Field(max_length=200)
+    dtype: str = Field(max_length=200)
+    value: WireFloat
+
+
+class Array(_Wire):
+    kind: Literal["array"]
+    type: str = Field(max_length=200)
+    dtype: str = Field(max_length=200)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
+    data: list[WireFloat]
+
+    @model_validator(mode="after")
+    def _size_matches_shape(self) -> Array:
+        if math.prod(self.shape) != len(self.data):
+            raise ValueError("array data does not match its shape")
+        return self
+
+
+class NoneValue(_Wire):
+    kind: Literal["none"]
+
+
+class Unsupported(_Wire):
+    kind: Literal["unsupported"]
+    type: str = Field(max_length=200)
+
+
+class TooLarge(_Wire):
+    kind: Literal["too_large"]
+    type: str = Field(max_length=200)
+    size: int
+
+
+class Raised(_Wire):
+    kind: Literal["raised"]
+    type: str = Field(max_length=200)
+    message: str = Field(max_length=2000)
+
+
+class NotImplementedOutcome(_Wire):
+    kind: Literal["not_implemented"]
+    message: str = Field(max_length=2000)
+
+
+class Missing(_Wire):
+    kind: Literal["missing"]
+
+
+class Timeout(_Wire):
+    kind: Literal["timeout"]
+
+
+class KernelDied(_Wire):
+    kind: Literal["kernel_died"]
+
+
+Outcome = Annotated[
+    Number | Array | NoneValue | Unsupported | TooLarge | Raised | NotImplementedOutcome | Missing
+    | Timeout | KernelDied,
+    Field(discriminator="kind"),
+]
+
+
+class CallMessage(_Wire):
+    """One message of the harness: the outcome of one call (case -1: the function is missing)."""
+
+    nonce: str
+    function: str
+    case: int = Field(ge=-1)
+    outcome: Outcome
+    mutated: list[int] = Field(default_factory=list)
+
+
+class Call(_Wire):
+    """The outcome of calling one student function on one case, as the judge sees it."""
+
+    outcome: Outcome
+    mutated: list[int] = Field(default_factory=list)
+
+
+def _float(v: WireFloat) -> float:
+    return float(v)  # "nan", "inf" and "-inf" parse as the float they name
+
+
+def as_array(outcome: Number | Array) -> np.ndarray:
+    """A fresh float64 array of the value: all the judge ever compares."""
+    if isinstance(outcome, Number):
+        return np.array(_float(outcome.value), dtype=np.float64)
+    data = np.array([_float(v) for v in outcome.data], dtype=np.float64)
+    return data.reshape(outcome.shape)
