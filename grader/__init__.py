@@ -1,3 +1,3 @@
-"""Grade backpropagation notebooks: run each submission in a fresh kernel, judge values outside it."""
+"""Grade backpropagation notebooks: run each in a fresh kernel, judge its values outside it."""
 
 __version__ = "0.1.0"

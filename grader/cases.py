@@ -89,7 +89,8 @@ def _as_value(raw: Any) -> Any:
 def make_cases(spec: AssignmentSpec, namespace: dict[str, Any], seed: int) -> list[Case]:
     """Every case of a submission: the examples, then scalar, vector and matrix draws."""
     cases = [
-        Case(CaseSet.EXAMPLES, i, _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None))
+        Case(CaseSet.EXAMPLES, i,
+             _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None))
         for i, ex in enumerate(spec.examples)
     ]
     rng = np.random.default_rng(seed)

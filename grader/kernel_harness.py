@@ -71,11 +71,12 @@ def __grader_install__(nonce, mime, max_items, max_text):
             except NotImplementedError as exc:
                 outcome = {"kind": "not_implemented", "message": _text(exc)}
             except BaseException as exc:
-                outcome = {"kind": "raised", "type": _text(type(exc).__name__), "message": _text(exc)}
+                outcome = {"kind": "raised", "type": _text(type(exc).__name__),
+                           "message": _text(exc)}
             else:
                 outcome = _encode(result)
             mutated = [
-                i for i, (a, b) in enumerate(zip(args, before))
+                i for i, (a, b) in enumerate(zip(args, before, strict=True))
                 if isinstance(b, _np.ndarray) and not _np.array_equal(a, b)
             ]
             _emit({"function": name, "case": index, "outcome": outcome, "mutated": mutated})

@@ -11,12 +11,16 @@ SCHEMA_VERSION = 1
 
 
 class TestKind(StrEnum):
+    __test__ = False  # a report model, not a pytest class
+
     REFERENCE = "reference"
     FINITE_DIFFERENCE = "finite_difference"
     PROPERTY = "property"
 
 
 class TestStatus(StrEnum):
+    __test__ = False  # a report model, not a pytest class
+
     PASSED = "passed"
     FAILED = "failed"
     ERROR = "error"
@@ -44,6 +48,8 @@ class CaseDetail(_Model):
 
 
 class TestResult(_Model):
+    __test__ = False  # a report model, not a pytest class
+
     name: str
     function: str
     kind: TestKind

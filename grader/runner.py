@@ -7,7 +7,6 @@ that is drawn after the student's cells have run. Everything else the kernel say
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import secrets
@@ -248,7 +247,7 @@ class KernelSession:
 
     async def _execute(self, code: str, receive: Callable[[dict[str, Any]], None],
                        deadline_s: float, progress: Callable[[], int] = lambda: 0) -> bool:
-        """Run grader code; interrupt when no progress for deadline_s. True if it was interrupted."""
+        """Run grader code, interrupting it after deadline_s without progress; True if it was."""
         client = self.client
         kc = client.kc
         assert kc is not None

@@ -1,0 +1,53 @@
+"""Build real submission notebooks for tests, starting from the shipped student notebook."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENT = ROOT / "assignments" / "derivative_calculation.ipynb"
+SOLUTION = ROOT / "solutions" / "derivative_calculation.ipynb"
+STUB = "raise NotImplementedError()"
+
+# Correct bodies, written the way a student would.
+CORRECT = {
+    "sigmoid_prime": "s = sigmoid(z)\nreturn s * (1 - s)",
+    "delta2": "return (y_hat - y) * sigmoid_prime(z2)",
+    "delta1": "return delta2 * w2 * sigmoid_prime(z1)",
+    "update": "return w - learning_rate * grad",
+}
+
+
+def fill(nb: nbformat.NotebookNode, function: str, body: str) -> None:
+    """Replace the stub of `function` with `body` (written without indentation)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and f"def {function}(" in cell.source and STUB in cell.source:
+            cell.source = cell.source.replace(STUB, textwrap.indent(body, "    ").lstrip(), 1)
+            return
+    raise KeyError(f"no stub for {function}")
+
+
+def submission(folder: Path, name: str = "student", *, bodies: dict[str, str] | None = None,
+               complete: bool = True, extra_cells: list[str] = (),
+               cells_before: list[str] = (), kernel: str | None = None) -> Path:
+    """A student notebook: the assignment with `bodies` (correct ones for the rest if complete).
+
+    extra_cells are appended after the last cell; cells_before are inserted before the first
+    exercise, so they run before any student function is defined.
+    """
+    nb = nbformat.read(ASSIGNMENT, as_version=4)
+    chosen = (dict(CORRECT) if complete else {}) | (bodies or {})
+    for function, body in chosen.items():
+        fill(nb, function, body)
+    first_exercise = next(i for i, c in enumerate(nb.cells) if "def sigmoid_prime(" in c.source)
+    for offset, source in enumerate(cells_before):
+        nb.cells.insert(first_exercise + offset, nbformat.v4.new_code_cell(source))
+    nb.cells.extend(nbformat.v4.new_code_cell(s) for s in extra_cells)
+    if kernel is not None:
+        nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
+    path = folder / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return path
