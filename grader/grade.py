@@ -11,7 +11,7 @@ from grader.judge import judge
 from grader.notebook import UnreadableNotebook, load_notebook
 from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import KernelManagerFactory, Limits, observe, plain_kernel_manager
+from grader.runner import CallPlan, KernelManagerFactory, Limits, observe, plain_kernel_manager
 from grader.spec import AssignmentSpec
 
 
@@ -36,8 +36,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                       duration_s=time.monotonic() - started)
     namespace = reference_namespace(spec)
     cases = make_cases(spec, namespace, seed)
-    calls = {f.name: [call_args(spec, f.name, c) for c in cases] for f in spec.functions}
-    observations = await observe(nb, calls, limits, km_factory, submission=path)
+    plans = [CallPlan(f.name, f.name, [call_args(spec, f.name, c) for c in cases])
+             for f in spec.functions]
+    observations = await observe(nb, plans, limits, km_factory, submission=path)
     tests = judge(spec, cases, observations.calls, namespace)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
                   cells=observations.cells, output_dropped_bytes=observations.output_dropped_bytes,

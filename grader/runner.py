@@ -50,6 +50,15 @@ class Limits:
     max_text: int = 500
 
 
+@dataclass(frozen=True)
+class CallPlan:
+    """Call `function` on each argument list; the outcomes are filed under `key`."""
+
+    key: str
+    function: str
+    arguments: list[list[Any]]
+
+
 @dataclass
 class Observations:
     """Everything the judge learns from the kernel: plain values and what went wrong where."""
@@ -285,10 +294,10 @@ class KernelSession:
             receive(msg)
 
 
-async def observe(nb: nbformat.NotebookNode, calls: dict[str, list[list[Any]]], limits: Limits,
+async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
                   km_factory: KernelManagerFactory = plain_kernel_manager,
                   submission: Path | None = None) -> Observations:
-    """Run the notebook's code cells, then call each function on its arguments."""
+    """Run the notebook's code cells, then carry out each call plan in order."""
     observations = Observations()
     runtime = Path(tempfile.mkdtemp(prefix="grader-run-"))
     workdir = runtime / "work"
@@ -336,16 +345,16 @@ async def observe(nb: nbformat.NotebookNode, calls: dict[str, list[list[Any]]], 
             index = math.inf  # type: ignore[assignment]
 
         alive = position == len(code_cells)
-        for function, arguments in calls.items():
+        for plan in plans:
             if not alive:
-                observations.calls[function] = [Call(outcome=KernelDied(kind="kernel_died"))
-                                                for _ in arguments]
+                observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                                for _ in plan.arguments]
                 continue
             try:
-                observations.calls[function] = await session.call(function, arguments)
+                observations.calls[plan.key] = await session.call(plan.function, plan.arguments)
             except KernelLost:
-                observations.calls[function] = [Call(outcome=KernelDied(kind="kernel_died"))
-                                                for _ in arguments]
+                observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                                for _ in plan.arguments]
                 alive = restarts > 0
                 if alive:
                     restarts -= 1
