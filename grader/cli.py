@@ -70,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
                             "the hidden cases")
     grade.set_defaults(run=_cmd_grade)
 
+    assign = sub.add_parser(
+        "assign", help="write student notebooks from solution notebooks",
+        description="Write assignments/NAME.ipynb from solutions/NAME.ipynb and its spec "
+                    "assignments/NAME.toml: code between '# BEGIN SOLUTION' and '# END "
+                    "SOLUTION' becomes 'raise NotImplementedError()', cells tagged "
+                    "'solution-only' are dropped, outputs are cleared. With --check, write "
+                    "nothing and exit 1 when a student notebook is out of date. Exit 2 on an "
+                    "authoring mistake.")
+    assign.add_argument("solutions", type=Path, nargs="*", metavar="SOLUTION",
+                        help="solution notebooks (default: every solutions/*.ipynb of the course)")
+    assign.add_argument("--check", action="store_true",
+                        help="compare instead of writing; also flags assignments/*.ipynb "
+                             "that no solution produces")
+    assign.add_argument("--course", type=Path, metavar="DIR",
+                        help="folder holding assignments/ and solutions/ (default: the "
+                             "solution's parent's parent, or this checkout without SOLUTION)")
+    assign.set_defaults(run=_cmd_assign)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of the report")
     schema.set_defaults(run=_cmd_schema)
     return parser
@@ -135,6 +153,44 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         raise UsageError(f"no such folder: {args.source}")
     limits = limits_for(spec, args.cell_timeout, args.call_timeout)
     return grade_class(args.source, args.out, spec, limits, salt=args.salt)
+
+
+def _cmd_assign(args: argparse.Namespace) -> int:
+    from grader import authoring
+    from grader.spec import default_course_dir
+
+    solutions: list[Path] = args.solutions
+    if not solutions:
+        course = args.course or default_course_dir()
+        solutions = authoring.solutions_in(course)
+        if not solutions:
+            raise UsageError(f"no solution notebooks in {course / 'solutions'}")
+    failed, stale = False, False
+    produced: set[Path] = set()
+    for solution in solutions:
+        if not solution.is_file():
+            raise UsageError(f"no such file: {solution}")
+        try:
+            student = authoring.build_student_notebook(solution, args.course)
+        except authoring.AuthoringError as exc:
+            print("\n".join(f"grader: error: {p}" for p in exc.problems), file=sys.stderr)
+            failed = True
+            continue
+        produced.add(student.path)
+        if not args.check:
+            student.write()
+            print(f"{solution} -> {student.path}")
+        elif not student.in_sync():
+            stale = True
+            state = "differs from" if student.path.is_file() else "is missing; run grader assign on"
+            print(f"{student.path} {state} {solution}")
+    if args.check and not args.solutions:
+        for orphan in authoring.orphans(args.course or default_course_dir(), produced):
+            stale = True
+            print(f"{orphan} has no solution notebook in solutions/")
+    if failed:
+        return EXIT_UNGRADABLE
+    return EXIT_PARTIAL if stale else EXIT_FULL
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
