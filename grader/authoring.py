@@ -115,7 +115,7 @@ def _regions(source: str) -> Iterator[tuple[int, int | None, str | None]]:
     for number, line in enumerate(source.split("\n"), start=1):
         if _BEGIN.fullmatch(line):
             if begin is not None:
-                yield begin, number, f"# BEGIN SOLUTION inside the region opened at line {begin}"
+                yield number, None, f"# BEGIN SOLUTION inside the region opened at line {begin}"
             begin = number
         elif _END.fullmatch(line):
             if begin is None:
