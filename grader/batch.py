@@ -1,61 +1,213 @@
-"""Grade a class: every submission in a folder, one report each."""
+"""Grade a class: find the submissions, grade the new ones concurrently, keep every report.
+
+The source is a folder or a .zip of either layout: `<student>.ipynb` files, or `<student>/`
+folders holding one notebook each. Reports go to the gradebook (one transaction each, as soon as
+a submission is judged); OUT/<student>.json and OUT/grades.csv are written from it at the end,
+atomically. A submission whose notebook, grader version, spec and seed have not changed since
+its stored report is not run again, so a killed run is finished by running the same command.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import fcntl
+import hashlib
 import io
 import os
+import secrets
+import shutil
+import stat
 import tempfile
-from pathlib import Path
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
+from grader import __version__
 from grader.cases import derive_seed
+from grader.console import ClassConsole, Verbosity
 from grader.grade import grade_notebook
+from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
+from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import Limits
-from grader.spec import AssignmentSpec
+from grader.runner import KernelManagerFactory, Limits, plain_kernel_manager
+from grader.spec import AssignmentSpec, SpecError
+
+# Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
+ZIP_MAX_MEMBERS = 20_000
+ZIP_MAX_NOTEBOOK_BYTES = 100 * 2**20
+ZIP_MAX_TOTAL_BYTES = 4 * 2**30
+
+# Temporary files of write_atomic carry this mark, so leftovers of a killed run can be removed.
+_PARTIAL = ".partial-"
 
 
 class SourceError(Exception):
-    """The class folder cannot be read as submissions."""
+    """The class folder or archive cannot be read as submissions."""
 
 
-def find_submissions(source: Path) -> dict[str, Path]:
-    """Student id -> notebook: `<id>.ipynb` files, or `<id>/` folders holding one notebook."""
+@dataclass(frozen=True)
+class Submission:
+    """What one student id maps to: normally one notebook; several is an error to report."""
+
+    student: str
+    files: tuple[Path, ...]
+
+    @property
+    def notebook(self) -> Path | None:
+        return self.files[0] if len(self.files) == 1 else None
+
+    def content_hash(self) -> str:
+        """sha256 of the notebook's bytes (of each file's name and bytes when there are several)."""
+        if self.notebook is not None:
+            return _file_sha256(self.notebook)
+        digest = hashlib.sha256()
+        for path in sorted(self.files):
+            digest.update(f"{path.parent.name}/{path.name}\0{_file_sha256(path)}\0".encode())
+        return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and p.name != "__MACOSX")
+
+
+def _notebooks(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder) if p.is_file() and p.suffix == ".ipynb"]
+
+
+def _class_root(folder: Path) -> Path:
+    """Step into a lone wrapper folder (`submissions/...` in a zip) unless it is one student's."""
+    entries = _visible(folder)
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = entries[0]
+        if any(p.is_dir() for p in _visible(inner)) or len(_notebooks(inner)) > 1:
+            return _class_root(inner)
+    return folder
+
+
+def find_submissions(source: Path) -> dict[str, Submission]:
+    """Student id -> submission: `<id>.ipynb` files, or `<id>/` folders holding one notebook."""
     if not source.is_dir():
         raise SourceError(f"{source} is not a folder")
     found: dict[str, list[Path]] = {}
-    for entry in sorted(source.iterdir()):
-        if entry.name.startswith("."):
-            continue
+    for entry in _visible(_class_root(source)):
         if entry.is_file() and entry.suffix == ".ipynb":
             found.setdefault(entry.stem, []).append(entry)
         elif entry.is_dir():
-            notebooks = sorted(p for p in entry.glob("*.ipynb") if not p.name.startswith("."))
-            if len(notebooks) > 1:
-                names = ", ".join(p.name for p in notebooks)
-                raise SourceError(f"{entry} holds several notebooks ({names}); keep one")
-            if notebooks:
-                found.setdefault(entry.name, []).append(notebooks[0])
-    clashes = {k: v for k, v in found.items() if len(v) > 1}
-    if clashes:
-        detail = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in clashes.items())
-        raise SourceError(f"two submissions map to the same student id ({detail})")
-    return {k: v[0] for k, v in found.items()}
+            found.setdefault(entry.name, []).extend(_notebooks(entry))
+    return {student: Submission(student, tuple(files))
+            for student, files in sorted(found.items()) if files}
+
+
+def _member_path(name: str) -> PurePosixPath:
+    """The archive member's path, or SourceError when it could land outside the folder."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise SourceError(f"the archive holds an unsafe path: {name!r}")
+    return path
+
+
+def extract_notebooks(archive: Path, dest: Path) -> None:
+    """Unpack the notebooks of a zip into dest, refusing traversal, links and oversized content."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise SourceError(f"cannot read {archive} as a zip archive: {exc}") from None
+    with zf:
+        members = zf.infolist()
+        if len(members) > ZIP_MAX_MEMBERS:
+            raise SourceError(f"{archive} holds {len(members)} entries (at most "
+                              f"{ZIP_MAX_MEMBERS} are read)")
+        wanted = []
+        for info in members:
+            path = _member_path(info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise SourceError(f"the archive holds a symbolic link: {info.filename!r}")
+            hidden = any(p.startswith(".") or p == "__MACOSX" for p in path.parts)
+            if not info.is_dir() and path.suffix == ".ipynb" and not hidden:
+                if info.file_size > ZIP_MAX_NOTEBOOK_BYTES:
+                    raise SourceError(f"{info.filename} unpacks to {info.file_size} bytes "
+                                      f"(at most {ZIP_MAX_NOTEBOOK_BYTES})")
+                wanted.append((info, path))
+        if sum(info.file_size for info, _ in wanted) > ZIP_MAX_TOTAL_BYTES:
+            raise SourceError(f"{archive} unpacks to more than {ZIP_MAX_TOTAL_BYTES} bytes")
+        root = dest.resolve()
+        for info, path in wanted:
+            target = root.joinpath(*path.parts)
+            if not target.resolve().is_relative_to(root):
+                raise SourceError(f"the archive holds an unsafe path: {info.filename!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # zipfile stops reading at the declared size and checks the CRC, so the caps
+                # above bound what is written.
+                with zf.open(info) as src, target.open("xb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except FileExistsError:
+                raise SourceError(f"the archive holds {info.filename!r} twice") from None
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise SourceError(f"cannot unpack {info.filename!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def open_source(source: Path) -> Iterator[Path]:
+    """The folder to find submissions in: the source itself, or a zip unpacked to a temp folder."""
+    if source.is_dir():
+        yield source
+        return
+    if not source.is_file():
+        raise SourceError(f"no such folder or zip archive: {source}")
+    with tempfile.TemporaryDirectory(prefix="grader-zip-") as tmp:
+        extract_notebooks(source, Path(tmp))
+        yield Path(tmp)
+
+
+def spec_hash(spec: AssignmentSpec) -> str:
+    """The spec file's digest together with the reference notebook's: a fix to either regrades."""
+    return hashlib.sha256(f"{spec.digest}\0{_file_sha256(spec.reference_path)}".encode()
+                          ).hexdigest()
+
+
+def student_seed(spec: AssignmentSpec, student: str, salt: str = "") -> int:
+    """The seed of a student's cases; without a salt, the one `grader check` uses for the file."""
+    return derive_seed(spec.name, student, salt) if salt else derive_seed(spec.name, student)
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder, fsync, rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # Not mkstemp: its files are private (0600), while reports get the umask's usual modes.
+    tmp = path.parent / f".{path.name}{_PARTIAL}{secrets.token_hex(4)}"
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with tmp.open("x", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    # A re-run rewrites nothing that is already right: cheaper than an fsync per student.
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return
+    write_atomic(path, text)
+
+
+def _remove_partial_files(out: Path) -> None:
+    """Temporary files a killed run left behind; the finished files beside them are intact."""
+    for leftover in out.glob(f".*{_PARTIAL}*"):
+        leftover.unlink(missing_ok=True)
 
 
 def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
@@ -71,22 +223,151 @@ def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
     return out.getvalue()
 
 
-def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits,
-                salt: str = "") -> int:
-    """Grade every submission in `source` into `out`; 0 when each got a report."""
-    from grader.cli import UsageError
+def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentSpec) -> None:
+    """Every file a class run leaves in OUT, from the gradebook's reports of this source."""
+    for student, report in reports.items():
+        _write_if_changed(out / f"{student}.json", report.model_dump_json(indent=2))
+    _write_if_changed(out / "grades.csv", grades_csv(reports, spec))
 
+
+def _several_notebooks(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
+    names = ", ".join(f"{p.parent.name}/{p.name}" for p in submission.files)
+    return Report(assignment=spec.name, submission=names, status="invalid", score=0,
+                  reason=f"several notebooks map to student id {submission.student!r} "
+                         f"({names}); keep exactly one", max_score=spec.max_score, seed=seed,
+                  grader_version=__version__, duration_s=0)
+
+
+@dataclass
+class ClassRun:
+    """How to grade: shared by every submission of one run."""
+
+    spec: AssignmentSpec
+    limits: Limits
+    jobs: int
+    salt: str = ""
+    km_factory: KernelManagerFactory = plain_kernel_manager
+    sandbox: str = "none"
+    failures: list[str] = field(default_factory=list)
+
+    async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
+        """The submission's report, and whether it may be kept (False: the grader itself failed)."""
+        if submission.notebook is None:
+            return _several_notebooks(submission, self.spec, seed), True
+        started = time.monotonic()
+        try:
+            report = await grade_notebook(submission.notebook, self.spec, seed, self.limits,
+                                          km_factory=self.km_factory, sandbox=self.sandbox)
+        except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
+            reason = f"the grader failed: {type(exc).__name__}: {exc}"
+            self.failures.append(f"{submission.student}: {reason}")
+            report = Report(assignment=self.spec.name, submission=submission.notebook.name,
+                            status="invalid", reason=reason, score=0,
+                            max_score=self.spec.max_score, seed=seed, grader_version=__version__,
+                            duration_s=time.monotonic() - started, sandbox=self.sandbox)
+            return report, False
+        return report, True
+
+    async def grade_all(self, todo: list[tuple[Submission, GradingKey]],
+                        done: Callable[[Submission, GradingKey, Report, str, bool], None]
+                        ) -> None:
+        """Grade `todo` with at most `jobs` kernels at once; `done` is called as each finishes."""
+        pending = iter(todo)
+
+        async def worker() -> None:
+            for submission, key in pending:
+                started_at = utc_now()
+                report, keep = await self.grade(submission, key.seed)
+                done(submission, key, report, started_at, keep)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self.jobs, len(todo))):
+                group.create_task(worker())
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One run at a time per OUT folder: two would race on the same files."""
+    with (out / ".grader.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SourceError(f"another grader run is writing to {out}") from None
+        yield
+
+
+def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *,
+                salt: str = "", jobs: int | None = None, force: bool = False,
+                gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
+                km_factory: KernelManagerFactory = plain_kernel_manager,
+                sandbox: str = "none") -> int:
+    """Grade every submission in `source` into `out`; 0 when each got a report.
+
+    Raises SourceError for an unusable source, output folder or reference.
+    """
     try:
-        submissions = find_submissions(source)
-    except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    out.mkdir(parents=True, exist_ok=True)
-    reports: dict[str, Report] = {}
-    for student, path in submissions.items():
-        seed = derive_seed(spec.name, student, salt)
-        report = asyncio.run(grade_notebook(path, spec, seed, limits))
-        write_atomic(out / f"{student}.json", report.model_dump_json(indent=2))
-        reports[student] = report
-        print(f"{student:<24} {report.score:>5g}/{report.max_score:g}  {report.status}")
-    write_atomic(out / "grades.csv", grades_csv(reports, spec))
+        reference_namespace(spec)  # a broken reference would fail every student: stop now
+        spec_key = spec_hash(spec)
+    except (SpecError, OSError) as exc:
+        raise SourceError(str(exc)) from None
+    run = ClassRun(spec, limits, max(1, jobs or os.cpu_count() or 1), salt, km_factory, sandbox)
+    with open_source(source) as folder:
+        submissions = find_submissions(folder)
+        if not submissions:
+            raise SourceError(f"no notebooks found in {source}")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SourceError(f"cannot create {out}: {exc}") from None
+        with _exclusive(out), _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
+            _remove_partial_files(out)
+            reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
+    write_class_outputs(out, reports, spec)
     return 0
+
+
+@contextlib.contextmanager
+def _open_gradebook(path: Path) -> Iterator[Gradebook]:
+    try:
+        book = Gradebook(path)
+    except GradebookError as exc:
+        raise SourceError(str(exc)) from None
+    with book:
+        yield book
+
+
+def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Submission],
+                       book: Gradebook, force: bool, verbosity: Verbosity) -> dict[str, Report]:
+    """Reports for every submission: kept from the gradebook where still valid, else graded."""
+    stored = book.entries(run.spec.name)
+    reports: dict[str, Report] = {}
+    todo: list[tuple[Submission, GradingKey]] = []
+    for student, submission in submissions.items():
+        key = GradingKey(submission.content_hash(), __version__, spec_key,
+                         student_seed(run.spec, student, run.salt))
+        entry = stored.get(student)
+        if entry is not None and entry.key == key and not force:
+            reports[student] = entry.report()
+        else:
+            todo.append((submission, key))
+
+    with ClassConsole(verbosity, total=len(submissions), kept=len(reports)) as console:
+        for submission in submissions.values():
+            if submission.notebook is None:
+                console.warn(f"several notebooks for student {submission.student!r}: "
+                             + ", ".join(map(str, submission.files)))
+        for student, report in reports.items():
+            console.finished(student, report, kept=True)
+
+        def done(submission: Submission, key: GradingKey, report: Report, started_at: str,
+                 keep: bool) -> None:
+            if keep:
+                book.record(submission.student, key, report, started_at)
+            reports[submission.student] = report
+            console.finished(submission.student, report, kept=False)
+
+        asyncio.run(run.grade_all(todo, done))
+        for failure in run.failures:
+            console.warn(f"not kept, will be retried on the next run: {failure}")
+        console.summary(reports, run.spec, graded=len(todo))
+    return reports

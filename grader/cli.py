@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_cmd_check)
 
     grade = sub.add_parser(
-        "grade", help="grade a class: a folder of notebooks",
-        description="Grade every submission in SOURCE: each *.ipynb (the student id is the file "
-                    "name) or one notebook per sub-folder (the id is the folder name). Writes "
+        "grade", help="grade a class: a folder or zip of notebooks",
+        description="Grade every submission in SOURCE, a folder or a .zip of one: each *.ipynb "
+                    "(the student id is the file name) or one notebook per sub-folder (the id "
+                    "is the folder name). Reports go to a gradebook as each is judged; "
+                    "submissions it already holds a valid report for are not run again. Writes "
                     "OUT/<student>.json and OUT/grades.csv. Exit 0 when every submission got a "
                     "report, 2 for bad arguments or an unreadable source.")
     grade.add_argument("source", type=Path, metavar="SOURCE")
@@ -68,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--salt", default="",
                        help="private text mixed into every seed, so students cannot replay "
                             "the hidden cases")
+    grade.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
+                       help="submissions graded at once, one kernel each (default: the number "
+                            "of CPUs)")
+    grade.add_argument("--force", action="store_true",
+                       help="grade every submission again, even those the gradebook holds a "
+                            "report for")
+    grade.add_argument("--gradebook", type=Path, metavar="FILE",
+                       help="SQLite gradebook (default: OUT/gradebook.sqlite)")
+    talk = grade.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", "-q", action="store_true",
+                      help="print nothing but warnings and errors")
+    talk.add_argument("--verbose", "-v", action="store_true",
+                      help="print a line per submission as its report comes in")
     grade.set_defaults(run=_cmd_grade)
 
     assign = sub.add_parser(
@@ -145,14 +160,26 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FULL if report.score >= report.max_score else EXIT_PARTIAL
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from grader.batch import grade_class
+    from grader.batch import SourceError, grade_class
+    from grader.console import Verbosity
 
     spec = _spec_for(args)
-    if not args.source.exists():
-        raise UsageError(f"no such folder: {args.source}")
     limits = limits_for(spec, args.cell_timeout, args.call_timeout)
-    return grade_class(args.source, args.out, spec, limits, salt=args.salt)
+    verbosity = (Verbosity.QUIET if args.quiet else
+                 Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
+    try:
+        return grade_class(args.source, args.out, spec, limits, salt=args.salt, jobs=args.jobs,
+                           force=args.force, gradebook=args.gradebook, verbosity=verbosity)
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:

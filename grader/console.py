@@ -1,0 +1,166 @@
+"""What a class run shows on the terminal: a progress bar while grading, a summary at the end."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from enum import IntEnum
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from grader.report import Report, TestStatus
+from grader.spec import AssignmentSpec
+
+SLOWEST_SHOWN = 5
+
+
+class Verbosity(IntEnum):
+    QUIET = 0
+    NORMAL = 1
+    VERBOSE = 2
+
+
+@dataclass(frozen=True)
+class FunctionSummary:
+    name: str
+    passed: int  # submissions with full marks on the function
+    mean_score: float
+    max_score: float
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """The class at a glance, computed from the reports alone."""
+
+    submissions: int
+    invalid: int
+    mean_score: float
+    median_score: float
+    max_score: float
+    functions: list[FunctionSummary]
+    failures: dict[str, int]  # test status (or "invalid") -> how many tests (or submissions)
+    slowest: list[tuple[str, float, str]]  # student, seconds, status
+
+
+def class_summary(reports: dict[str, Report], spec: AssignmentSpec) -> ClassSummary:
+    """Scores, per-function pass counts, failures by status and the slowest submissions."""
+    scores = [r.score for r in reports.values()] or [0.0]
+    functions = []
+    for f in spec.functions:
+        got = [r.function_scores().get(f.name, (0.0, f.max_score))[0] for r in reports.values()]
+        functions.append(FunctionSummary(
+            f.name, sum(1 for g in got if g >= f.max_score), statistics.fmean(got or [0.0]),
+            f.max_score))
+    failures: dict[str, int] = {}
+    for report in reports.values():
+        if report.status == "invalid":
+            failures["invalid"] = failures.get("invalid", 0) + 1
+        for t in report.tests:
+            if t.status is not TestStatus.PASSED:
+                failures[t.status.value] = failures.get(t.status.value, 0) + 1
+    slowest = sorted(((s, r.duration_s, r.status) for s, r in reports.items()),
+                     key=lambda row: -row[1])[:SLOWEST_SHOWN]
+    return ClassSummary(
+        submissions=len(reports), invalid=failures.get("invalid", 0),
+        mean_score=statistics.fmean(scores), median_score=statistics.median(scores),
+        max_score=spec.max_score, functions=functions, failures=failures, slowest=slowest)
+
+
+def _tables(summary: ClassSummary, graded: int) -> list[Table]:
+    n = max(summary.submissions, 1)
+    overview = Table(title="Class", show_header=False)
+    overview.add_row("submissions", str(summary.submissions))
+    overview.add_row("graded in this run", str(graded))
+    overview.add_row("kept from the gradebook", str(summary.submissions - graded))
+    overview.add_row("could not be graded", str(summary.invalid))
+    overview.add_row("mean score", f"{summary.mean_score:.2f} / {summary.max_score:g}")
+    overview.add_row("median score", f"{summary.median_score:g} / {summary.max_score:g}")
+
+    functions = Table(title="Functions")
+    for column in ("function", "full marks", "mean points"):
+        functions.add_column(column, justify="left" if column == "function" else "right")
+    for f in summary.functions:
+        functions.add_row(f.name, f"{f.passed}/{summary.submissions} ({100 * f.passed / n:.0f}%)",
+                          f"{f.mean_score:.2f} / {f.max_score:g}")
+
+    failures = Table(title="Failures by status")
+    failures.add_column("status")
+    failures.add_column("count", justify="right")
+    for status, count in sorted(summary.failures.items(), key=lambda kv: -kv[1]):
+        label = "invalid (submissions)" if status == "invalid" else f"{status} (tests)"
+        failures.add_row(label, str(count))
+    if not summary.failures:
+        failures.add_row("none", "0")
+
+    slowest = Table(title="Slowest submissions")
+    for column in ("student", "seconds", "status"):
+        slowest.add_column(column, justify="right" if column == "seconds" else "left")
+    for student, seconds, status in summary.slowest:
+        slowest.add_row(Text(student), f"{seconds:.1f}", status)  # an id is not markup
+    return [overview, functions, failures, slowest]
+
+
+class ClassConsole:
+    """Progress while a class is graded: a bar on a terminal, nothing in a log unless asked."""
+
+    def __init__(self, verbosity: Verbosity, total: int, kept: int) -> None:
+        self._verbosity = verbosity
+        self._out = Console()
+        self._err = Console(stderr=True)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if verbosity is not Verbosity.QUIET and self._out.is_terminal:
+            self._progress = Progress(
+                TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=self._out)
+            # Kept reports start the bar filled that far without counting towards the speed.
+            self._task = self._progress.add_task("grading", total=total, completed=kept)
+
+    def __enter__(self) -> ClassConsole:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _print(self, text: str) -> None:
+        console = self._progress.console if self._progress else self._out
+        console.print(text, highlight=False, markup=False)
+
+    def finished(self, student: str, report: Report, kept: bool) -> None:
+        """One submission has its report (kept: from the gradebook, not graded again)."""
+        if self._progress is not None and self._task is not None and not kept:
+            self._progress.advance(self._task)
+        if self._verbosity is Verbosity.VERBOSE:
+            how = "kept" if kept else f"{report.duration_s:.1f} s"
+            self._print(f"{student:<24} {report.score:>5g}/{report.max_score:g}  "
+                        f"{report.status:<8} ({how})")
+
+    def warn(self, message: str) -> None:
+        """A problem the instructor must see, whatever the verbosity."""
+        self._err.print(f"grader: warning: {message}", highlight=False, markup=False)
+
+    def summary(self, reports: dict[str, Report], spec: AssignmentSpec, graded: int) -> None:
+        """The end-of-run tables, unless quiet."""
+        if self._verbosity is Verbosity.QUIET:
+            return
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        for table in _tables(class_summary(reports, spec), graded):
+            self._out.print(table)

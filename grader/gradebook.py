@@ -1,0 +1,140 @@
+"""The gradebook: an SQLite file with the latest report of every student, one row each.
+
+A row is committed in its own transaction as soon as a submission is judged, so a run that is
+killed keeps every report it finished and nothing half-written. A row also records what it was
+computed from (the notebook's content hash, the grader version, the spec hash and the seed): a
+later run reuses it only while all four still match.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from grader.report import Report
+
+# Bumped when the table's layout changes; an older file is refused rather than misread.
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    assignment     TEXT    NOT NULL,
+    student        TEXT    NOT NULL,
+    content_hash   TEXT    NOT NULL,
+    grader_version TEXT    NOT NULL,
+    spec_hash      TEXT    NOT NULL,
+    seed           INTEGER NOT NULL,
+    score          REAL    NOT NULL,
+    max_score      REAL    NOT NULL,
+    status         TEXT    NOT NULL,
+    started_at     TEXT    NOT NULL,
+    finished_at    TEXT    NOT NULL,
+    report_json    TEXT    NOT NULL,
+    PRIMARY KEY (assignment, student)
+)
+"""
+
+
+class GradebookError(Exception):
+    """The gradebook file cannot be opened or was written by an incompatible grader."""
+
+
+@dataclass(frozen=True)
+class GradingKey:
+    """What a report was computed from; a report is reused only while every part matches."""
+
+    content_hash: str
+    grader_version: str
+    spec_hash: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored row: the key it was graded under, when, and the report."""
+
+    key: GradingKey
+    started_at: str
+    finished_at: str
+    report_json: str
+
+    def report(self) -> Report:
+        """The stored report, validated again on the way out."""
+        return Report.model_validate_json(self.report_json)
+
+
+def utc_now() -> str:
+    """A timestamp for the gradebook: ISO 8601, UTC, to the microsecond."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class Gradebook:
+    """Latest report per (assignment, student), with the key it was graded under."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            # isolation_level=None: transactions are opened explicitly, one per recorded report.
+            self._db = sqlite3.connect(path, isolation_level=None)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = self._db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'reports'").fetchone()[0]
+            if tables and version != SCHEMA_VERSION:
+                raise GradebookError(
+                    f"{path} holds gradebook schema {version}; this grader writes {SCHEMA_VERSION}")
+            # WAL: a commit is one append and one fsync, and readers (an instructor's query)
+            # never block the run. FULL: a committed report survives a power cut too.
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            self._db.execute(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise GradebookError(f"cannot open gradebook {path}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the file; every recorded report is already committed."""
+        self._db.close()
+
+    def __enter__(self) -> Gradebook:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def entries(self, assignment: str) -> dict[str, Entry]:
+        """Every stored row of one assignment, by student."""
+        rows = self._db.execute(
+            "SELECT student, content_hash, grader_version, spec_hash, seed, started_at, "
+            "finished_at, report_json FROM reports WHERE assignment = ?", (assignment,))
+        return {student: Entry(GradingKey(content, version, spec_hash, seed), started, finished,
+                               report_json)
+                for student, content, version, spec_hash, seed, started, finished, report_json
+                in rows}
+
+    def record(self, student: str, key: GradingKey, report: Report, started_at: str) -> Entry:
+        """Store a student's report, replacing an older one, in a transaction of its own."""
+        entry = Entry(key, started_at, utc_now(), report.model_dump_json())
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO reports (assignment, student, content_hash, "
+                "grader_version, spec_hash, seed, score, max_score, status, started_at, "
+                "finished_at, report_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (report.assignment, student, key.content_hash, key.grader_version,
+                 key.spec_hash, key.seed, report.score, report.max_score, report.status,
+                 entry.started_at, entry.finished_at, entry.report_json))
+        return entry
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
