@@ -63,6 +63,24 @@ class StudentNotebook:
         """Whether the file on disk holds exactly these bytes."""
         return self.path.is_file() and self.path.read_bytes() == self.text.encode("utf-8")
 
+    def difference(self) -> str:
+        """How the file on disk departs from this notebook, in a few words ('' when equal)."""
+        if not self.path.is_file():
+            return "missing"
+        if self.in_sync():
+            return ""
+        try:
+            current = nbformat.reads(self.path.read_text(encoding="utf-8"), as_version=4)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return "not a readable notebook"
+        wanted = nbformat.reads(self.text, as_version=4)
+        for index, (old, new) in enumerate(zip(current.cells, wanted.cells, strict=False)):
+            if old != new:
+                return f"cell {index} differs"
+        if len(current.cells) != len(wanted.cells):
+            return f"{len(current.cells)} cells instead of {len(wanted.cells)}"
+        return "metadata or formatting differs"
+
     def write(self) -> None:
         """Write the notebook (bytes, so no platform newline translation creeps in)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -207,10 +207,9 @@ def _cmd_assign(args: argparse.Namespace) -> int:
         if not args.check:
             student.write()
             print(f"{solution} -> {student.path}")
-        elif not student.in_sync():
+        elif difference := student.difference():
             stale = True
-            state = "differs from" if student.path.is_file() else "is missing; run grader assign on"
-            print(f"{student.path} {state} {solution}")
+            print(f"{student.path} is out of date ({difference}); run: grader assign {solution}")
     if args.check and not args.solutions:
         for orphan in authoring.orphans(args.course or default_course_dir(), produced):
             stale = True

@@ -115,7 +115,7 @@ def test_check_reports_stale_missing_and_orphan_notebooks(tmp_path, capsys):
     solution = course(tmp_path, code(SQUARE))
     target = tmp_path / "assignments" / "squares.ipynb"
     assert assign(solution, "--check") == 1
-    assert f"{target} is missing" in capsys.readouterr().out
+    assert f"{target} is out of date (missing)" in capsys.readouterr().out
 
     assert assign(solution) == 0
     assert assign("--check", "--course", tmp_path) == 0
@@ -125,7 +125,17 @@ def test_check_reports_stale_missing_and_orphan_notebooks(tmp_path, capsys):
     nbformat.write(nb, solution)
     capsys.readouterr()
     assert assign(solution, "--check") == 1
-    assert f"{target} differs from {solution}" in capsys.readouterr().out
+    assert f"{target} is out of date (1 cells instead of 2); run: grader assign {solution}" in (
+        capsys.readouterr().out)
+
+    assert assign(solution) == 0
+    nb.cells[0].source = nb.cells[0].source.replace("x * x", "x ** 2")
+    nbformat.write(nb, solution)
+    assert assign(solution, "--check") == 0  # a change inside the markers never reaches students
+    nb.cells[1].source = "print(square(3))"
+    nbformat.write(nb, solution)
+    assert assign(solution, "--check") == 1
+    assert "(cell 1 differs)" in capsys.readouterr().out
 
     assert assign(solution) == 0
     (tmp_path / "assignments" / "leftover.ipynb").write_text("{}")
