@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 import nbformat
@@ -14,10 +15,24 @@ import numpy as np
 
 from grader.spec import AssignmentSpec, SpecError
 
+# Central-difference step: truncation (~h^2) and rounding (~eps/h) errors balance near eps^(1/3).
+_STEP = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+
+
+def derivative(func: Callable[[np.ndarray], Any], at: Any) -> Any:
+    """Central-difference derivative of an element-wise function at each element of `at`."""
+    point = np.asarray(at, dtype=np.float64)
+    h = _STEP * np.maximum(1.0, np.abs(point))
+    plus, minus = point + h, point - h
+    # Divide by the step actually taken, which rounding may have changed.
+    slope = (np.asarray(func(plus), dtype=np.float64)
+             - np.asarray(func(minus), dtype=np.float64)) / (plus - minus)
+    return float(slope) if slope.ndim == 0 else slope
+
 
 def _builtin_helpers() -> dict[str, Any]:
     # Spec expressions compare whole arrays; the builtins all/any/abs would iterate rows instead.
-    return {"np": np, "all": np.all, "any": np.any, "abs": np.abs}
+    return {"np": np, "all": np.all, "any": np.any, "abs": np.abs, "derivative": derivative}
 
 
 @cache
@@ -49,6 +64,41 @@ def reference_namespace(spec: AssignmentSpec) -> dict[str, Any]:
     if missing:
         raise SpecError(f"reference notebook {path} does not define {', '.join(missing)}")
     return namespace | _builtin_helpers()
+
+
+def handout_namespace(spec: AssignmentSpec) -> dict[str, Any]:
+    """Globals of the executed student handout (no answer key): what a public self-check uses.
+
+    The handout is instructor code too; its exercise functions are stubs that raise
+    NotImplementedError, so only expressions that avoid them can be evaluated here.
+    """
+    path = spec.notebook_path
+    if not path.is_file():
+        raise SpecError(f"the student notebook of {spec.name} is not installed: {path}")
+    return dict(_namespace_of(path, path.stat().st_mtime_ns)) | _builtin_helpers()
+
+
+def with_substitutes(namespace: dict[str, Any], substitutes: dict[str, Callable[..., Any]]
+                     ) -> dict[str, Any]:
+    """The namespace with some functions replaced, also inside the other reference functions.
+
+    Used to evaluate the reference formula of one function with the values of another function
+    as the student's own code computed them: the reference's `delta2` calling a stand-in
+    `sigmoid_prime` that answers with what the student's `sigmoid_prime` returned.
+    """
+    out = dict(namespace) | substitutes
+    scopes: dict[int, dict[str, Any]] = {}
+    for name, obj in namespace.items():
+        if not isinstance(obj, FunctionType) or name in substitutes:
+            continue
+        scope = scopes.setdefault(id(obj.__globals__), obj.__globals__ | substitutes)
+        rebound = FunctionType(obj.__code__, scope, obj.__name__, obj.__defaults__,
+                               obj.__closure__)
+        rebound.__kwdefaults__ = obj.__kwdefaults__
+        if scope.get(name) is obj:
+            scope[name] = rebound  # so rebound functions call each other, not the originals
+        out[name] = rebound
+    return out
 
 
 def evaluate(expression: str, namespace: dict[str, Any], **names: Any) -> Any:

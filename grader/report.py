@@ -62,11 +62,15 @@ class TestResult(_Model):
         default=None, description="Largest error measured over the cases, in the test's own metric."
     )
     details: list[CaseDetail] = Field(default_factory=list)
+    mistake: str | None = Field(
+        default=None, description="Id of the known misconception the failure matches, if any.")
 
     @model_validator(mode="after")
     def _score_within_max(self) -> TestResult:
         if self.score > self.max_score:
             raise ValueError("score exceeds max_score")
+        if self.status is TestStatus.PASSED and self.mistake is not None:
+            raise ValueError("a passed test names no mistake")
         if self.visibility is Visibility.HIDDEN and self.details:
             raise ValueError("hidden tests carry no case details")
         return self
@@ -92,6 +96,10 @@ class Report(_Model):
     grader_version: str
     duration_s: float = Field(ge=0)
     sandbox: str = "none"
+    mode: Literal["full", "public"] = Field(
+        default="full", description="Which checks ran: 'full' judges against the answer key; "
+        "'public' (a self-check without it) runs only the finite-difference and property "
+        "checks and the worked examples.")
     tests: list[TestResult] = Field(default_factory=list)
     cells: list[CellProblem] = Field(default_factory=list)
     output_dropped_bytes: int = Field(

@@ -93,6 +93,53 @@ class PropertyCheck(_Model):
     _v = field_validator("holds")(_check_expression)
 
 
+class Detector(StrEnum):
+    """How a known mistake is recognised in the values a student's function returned."""
+
+    VALUE = "value"  # every result equals the mistaken variant's `value` expression
+    SCALAR_ONLY = "scalar_only"  # numbers on scalar cases, an exception on every array case
+    RETURNS_NONE_MUTATED = "returns_none_mutated"  # returns None, changed an argument in place
+    COLUMN_SHAPE = "column_shape"  # array results with extra dimensions (a column broadcast)
+    BATCH_SUMMED = "batch_summed"  # one number where a batch of results is expected
+
+
+MISTAKE_ID = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$"
+
+
+class Mistake(_Model):
+    """A known misconception: a stable id, how to recognise it, and a hint that teaches."""
+
+    id: str = Field(pattern=MISTAKE_ID, description="Stable id, e.g. 'delta2.sign_flipped'.")
+    hint: str = Field(min_length=1, description="Explains the idea; never hands over code.")
+    detector: Detector = Detector.VALUE
+    value: Expression | None = Field(
+        default=None, description="For detector 'value': the mistaken variant's result, from "
+        "case variables and the handout's functions (never the answer key).")
+    error: str | None = Field(
+        default=None, description="For detector 'scalar_only': the exception type array cases "
+        "raise (any type when absent).")
+
+    @model_validator(mode="after")
+    def _value_iff_value_detector(self) -> Mistake:
+        if (self.detector is Detector.VALUE) != (self.value is not None):
+            raise ValueError(f"{self.id}: a 'value' expression goes with detector 'value' only")
+        if self.value is not None:
+            _check_expression(self.value)
+        return self
+
+
+class Probe(_Model):
+    """Call another student function on case variables, so a function that depends on it is
+    judged with the student's own values of it (no double penalty for one mistake)."""
+
+    function: str
+    args: list[str] = Field(min_length=1)
+
+    def key(self, owner: str) -> str:
+        """The observation key: e.g. `delta2/sigmoid_prime(z2)`."""
+        return f"{owner}/{self.function}({', '.join(self.args)})"
+
+
 class FunctionSpec(_Model):
     name: str
     args: list[str] = Field(min_length=1, description="Case variables, passed positionally.")
@@ -106,6 +153,10 @@ class FunctionSpec(_Model):
     )
     gradient_checks: list[GradientCheck] = Field(default_factory=list)
     properties: list[PropertyCheck] = Field(default_factory=list)
+    mistakes: list[Mistake] = Field(default_factory=list, description="Known misconceptions.")
+    probes: list[Probe] = Field(
+        default_factory=list, description="Student functions this one calls, observed on the "
+        "same cases so that a mistake in them is not charged here again.")
 
     @field_validator("name")
     @classmethod
@@ -141,6 +192,13 @@ class AssignmentSpec(_Model):
     examples: list[dict[str, SpecValue]] = Field(
         default_factory=list, description="Fixed cases shown in the notebook; always visible."
     )
+    example_answers: dict[str, list[SpecValue]] = Field(
+        default_factory=dict,
+        description="Expected result of each function on each example, in example order: "
+        "public (the notebook prints them), so a self-check runs without the answer key. "
+        "A test keeps them equal to the reference's.")
+    mistakes: list[Mistake] = Field(
+        default_factory=list, description="Misconceptions any function can show (shapes).")
     functions: list[FunctionSpec] = Field(min_length=1)
     source: Path = Field(description="The spec file itself.", exclude=True)
     digest: str = Field(description="sha256 of the spec file's bytes.", exclude=True)
@@ -172,6 +230,19 @@ class AssignmentSpec(_Model):
             for g in f.gradient_checks:
                 if g.wrt not in known:
                     raise ValueError(f"{f.name}: gradient check perturbs unknown {g.wrt!r}")
+            for p in f.probes:
+                if p.function not in names or p.function == f.name:
+                    raise ValueError(f"{f.name}: probe of {p.function!r}, not another function")
+                if not set(p.args) <= known:
+                    raise ValueError(f"{f.name}: probe {p.function} takes unknown variables")
+        ids = [m.id for m in self.mistakes] + [m.id for f in self.functions for m in f.mistakes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a mistake id is used twice")
+        for function, answers in self.example_answers.items():
+            if function not in names:
+                raise ValueError(f"example answers for unknown function {function!r}")
+            if len(answers) != len(self.examples):
+                raise ValueError(f"{function}: one example answer per example is needed")
         if not self.examples and any(CaseSet.EXAMPLES in f.points for f in self.functions):
             raise ValueError("points are given for examples but the spec has none")
         return self
@@ -194,6 +265,10 @@ class AssignmentSpec(_Model):
 
     def function(self, name: str) -> FunctionSpec:
         return next(f for f in self.functions if f.name == name)
+
+    def mistakes_for(self, name: str) -> list[Mistake]:
+        """The function's own known mistakes, then those any function can make."""
+        return [*self.function(name).mistakes, *self.mistakes]
 
 
 def load_spec(path: Path) -> AssignmentSpec:

@@ -1,0 +1,122 @@
+"""Recognise known misconceptions in a student's values: pure functions, no kernel, no files.
+
+Each catalogue entry of the spec names a detector. Most compare the student's results, case by
+case, with what the mistaken variant would return; the built-in kinds cover what one expression
+cannot say (code that only works on scalars, an in-place update returning None, wrong shapes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from grader.cases import Case
+from grader.reference import evaluate
+from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, Tolerance
+from grader.values import Array, Call, NoneValue, Number, Raised, as_array
+
+UNRECOGNISED = ("This answer matches none of the mistakes the grader knows about; compare each "
+                "factor of your formula with the derivation in the notebook.")
+
+
+def expected_shape(f: FunctionSpec, case: Case) -> tuple[int, ...]:
+    """The shape a correct result has: that of the function's arguments broadcast together."""
+    return tuple(np.broadcast_shapes(*(np.shape(case.variables[a]) for a in f.args)))
+
+
+def _values(calls: Sequence[Call]) -> list[np.ndarray] | None:
+    """Every result as an array, or None when some call did not return a number or array."""
+    if not all(isinstance(c.outcome, Number | Array) for c in calls):
+        return None
+    return [as_array(c.outcome) for c in calls]  # type: ignore[arg-type]
+
+
+def _matches_value(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
+                   namespace: dict[str, Any], tol: Tolerance) -> bool:
+    values = _values(calls)
+    if not values:
+        return False
+    for case, got in zip(cases, values, strict=True):
+        assert m.value is not None
+        try:
+            variant = np.asarray(evaluate(m.value, namespace, **case.variables), dtype=np.float64)
+        except Exception:  # e.g. a stub of the public handout: this detector cannot run here
+            return False
+        if variant.shape != got.shape or not np.all(np.isfinite(got)):
+            return False
+        if not np.all(np.abs(got - variant) <= tol.atol + tol.rtol * np.abs(variant)):
+            return False
+    return True
+
+
+def _split_by_shape(f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call]
+                    ) -> tuple[list[Call], list[tuple[tuple[int, ...], Call]]]:
+    scalar: list[Call] = []
+    array: list[tuple[tuple[int, ...], Call]] = []
+    for case, call in zip(cases, calls, strict=True):
+        shape = expected_shape(f, case)
+        if shape == ():
+            scalar.append(call)
+        else:
+            array.append((shape, call))
+    return scalar, array
+
+
+def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call],
+           namespace: dict[str, Any], tol: Tolerance) -> bool:
+    """Whether the student's calls on `cases` show mistake `m`."""
+    if not cases:
+        return False
+    if m.detector is Detector.VALUE:
+        return _matches_value(m, cases, calls, namespace, tol)
+    if m.detector is Detector.RETURNS_NONE_MUTATED:
+        return (all(isinstance(c.outcome, NoneValue) for c in calls)
+                and any(c.mutated for c in calls))
+    scalar, array = _split_by_shape(f, cases, calls)
+    if not array:
+        return False
+    if m.detector is Detector.SCALAR_ONLY:
+        return (bool(scalar) and _values(scalar) is not None
+                and all(isinstance(c.outcome, Raised)
+                        and (m.error is None or c.outcome.type == m.error) for _, c in array))
+    got = _values([c for _, c in array])
+    if got is None:
+        return False
+    shapes = [shape for shape, _ in array]
+    if m.detector is Detector.COLUMN_SHAPE:
+        return all(g.ndim > len(s) for g, s in zip(got, shapes, strict=True))
+    if m.detector is Detector.BATCH_SUMMED:
+        return all(g.size == 1 and int(np.prod(s)) > 1 for g, s in zip(got, shapes, strict=True))
+    raise AssertionError(f"unhandled detector {m.detector!r}")
+
+
+def matching_mistakes(spec: AssignmentSpec, f: FunctionSpec, cases: Sequence[Case],
+                      calls: Sequence[Call], namespace: dict[str, Any]) -> list[Mistake]:
+    """Every catalogue entry of `f` that the calls show, in catalogue order."""
+    return [m for m in spec.mistakes_for(f.name)
+            if detect(m, f, cases, calls, namespace, spec.tolerance)]
+
+
+def gradient_relation(analytic: np.ndarray, numeric: np.ndarray) -> str | None:
+    """How a wrong gradient relates to the true one, when it is that simple: sign or scale.
+
+    A sign error gives a relative difference |a-n|/(|a|+|n|) of exactly 1; a gradient scaled by
+    r gives |r-1|/(r+1) everywhere. Saying which reads better than the bare number.
+    """
+    a = np.ravel(np.asarray(analytic, dtype=np.float64))
+    n = np.ravel(np.asarray(numeric, dtype=np.float64))
+    usable = np.abs(n) > 1e-6 * max(1.0, float(np.max(np.abs(n), initial=0.0)))
+    if not np.any(usable):
+        return None
+    ratio = a[usable] / n[usable]
+    spread = float(np.max(ratio) - np.min(ratio))
+    r = float(np.median(ratio))
+    if spread > 1e-3 * max(1.0, abs(r)) or abs(r - 1.0) <= 1e-3:
+        return None
+    if abs(r + 1.0) <= 1e-3:
+        return "it has the opposite sign of the true derivative"
+    if abs(r) <= 1e-3:
+        return "it is zero where the true derivative is not"
+    return f"it is {r:.3g} times the true derivative"
