@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,33 @@ class Case:
     @property
     def label(self) -> str:
         return f"{self.case_set.value}[{self.index}]"
+
+
+class Code:
+    """A function written in a spec as source text, with named constants it may use.
+
+    A function cannot cross into the kernel as a value, so the harness defines it there from the
+    same text; the grader defines its own copy here to compute expected values. The text is
+    trusted spec text, and sees only numpy (`np`), `math` and its constants.
+    """
+
+    def __init__(self, source: str, constants: dict[str, Any]) -> None:
+        self.source = source
+        self.constants = constants
+        self._function = eval(source, {"np": np, "math": math, **constants})
+        if not callable(self._function):
+            raise ValueError(f"code {source!r} does not define a function")
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __repr__(self) -> str:
+        return f"code({self.source!r})"
+
+
+def code(source: str, **constants: Any) -> Code:
+    """The spec's way to declare a function argument: code('lambda x: np.sum(x ** 2)')."""
+    return Code(source, constants)
 
 
 def derive_seed(*parts: str) -> int:
@@ -73,7 +101,7 @@ def _fill(spec: AssignmentSpec, namespace: dict[str, Any], given: dict[str, Any]
         if len(targets) == 1 and targets[0] in given:
             values[targets[0]] = given[targets[0]]
             continue
-        scope = namespace | (draws.names() if draws else {})
+        scope = namespace | {"code": code} | (draws.names() if draws else {})
         result = evaluate(expression, scope, **values)
         if len(targets) == 1:
             values[targets[0]] = result

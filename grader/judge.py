@@ -15,16 +15,19 @@ from grader.spec import AssignmentSpec, CaseSet, FunctionSpec, GradientCheck, Pr
 from grader.values import (
     Array,
     Call,
+    DictValue,
     KernelDied,
     Missing,
     NoneValue,
     NotImplementedOutcome,
     Number,
+    Plain,
     Raised,
+    SequenceValue,
     Timeout,
     TooLarge,
     Unsupported,
-    as_array,
+    as_plain,
 )
 
 # Central differences: truncation error ~ h^2 |f'''| / 6 and rounding error ~ eps |f| / h balance
@@ -33,6 +36,10 @@ from grader.values import (
 # spec's fd_rtol can sit in between: 1e-4 accepts float32 work with a tenfold margin while a real
 # mistake (a missing factor, a wrong sign) is off by percents or more.
 FD_STEP = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+
+# What a spec expression raises when a student's value has the wrong shape, misses a dict key or
+# is a number where a sequence was expected: the value does not fit, which fails the test.
+_DOES_NOT_FIT = (ValueError, KeyError, IndexError, TypeError)
 
 _PROBLEM_ORDER = [
     TestStatus.MISSING,
@@ -52,16 +59,44 @@ _SET_WORDS = {
 
 @dataclass(frozen=True)
 class CaseVerdict:
-    """How one call fared; `got` is a plain float64 array when the call returned a number."""
+    """How one call fared; `got` is a plain value (float64 arrays, dicts or lists of them)."""
 
     status: TestStatus
     message: str
-    got: np.ndarray | None = None
+    got: Plain | None = None
+
+
+def plain(value: Any) -> Plain:
+    """A reference value in the form student values take: float64 arrays, dicts, lists."""
+    if isinstance(value, dict):
+        return {str(k): np.asarray(v, dtype=np.float64) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if any(isinstance(v, dict) for v in value):
+            return [plain(v) for v in value]
+        try:
+            return np.asarray(value, dtype=np.float64)
+        except ValueError:  # parts of different shapes: a sequence, not one array
+            return [plain(v) for v in value]
+    return np.asarray(value, dtype=np.float64)
+
+
+def describe(value: Plain) -> str:
+    """What kind of value this is, in words: its shape, or its keys."""
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(value)}"
+    if isinstance(value, list):
+        return f"a sequence of {len(value)} values"
+    return _shape_words(value.shape)
 
 
 def fmt(value: Any) -> str:
-    """A compact, readable rendering of a number or array."""
-    array = np.asarray(value, dtype=np.float64)
+    """A compact, readable rendering of a number, an array, a dict or a sequence of them."""
+    value = plain(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "(" + ", ".join(fmt(v) for v in value) + ")"
+    array = value
     if array.ndim == 0:
         return f"{float(array):.6g}"
     return np.array2string(array, precision=6, threshold=24, separator=", ")
@@ -71,8 +106,8 @@ def call_verdict(function: str, call: Call, timeout_s: float) -> CaseVerdict:
     """Turn one call's outcome into a plain value or the reason there is none."""
     o = call.outcome
     match o:
-        case Number() | Array():
-            return CaseVerdict(TestStatus.PASSED, "", as_array(o))
+        case Number() | Array() | DictValue() | SequenceValue():
+            return CaseVerdict(TestStatus.PASSED, "", as_plain(o))
         case Missing():
             return CaseVerdict(
                 TestStatus.MISSING,
@@ -122,9 +157,14 @@ def _first_problem(verdicts: Sequence[CaseVerdict]) -> CaseVerdict | None:
     return next((v for v in verdicts if v.status is TestStatus.FAILED), None)
 
 
-def compare(expected: Any, got: np.ndarray, rtol: float, atol: float) -> tuple[bool, str, float]:
-    """Same shape and values within atol + rtol * |expected|; returns (ok, reason, rel error)."""
-    exp = np.asarray(expected, dtype=np.float64)
+def compare(expected: Any, got: Plain, rtol: float, atol: float) -> tuple[bool, str, float]:
+    """Same shape and values within atol + rtol * |expected|; returns (ok, reason, rel error).
+
+    Dicts match key by key (same keys), sequences item by item (same length).
+    """
+    exp = plain(expected)
+    if isinstance(exp, dict | list) or isinstance(got, dict | list):
+        return _compare_parts(exp, got, rtol, atol)
     if exp.shape != got.shape:
         return False, f"expected shape {exp.shape} but got shape {got.shape}", float("inf")
     if not np.all(np.isfinite(got)):
@@ -133,6 +173,31 @@ def compare(expected: Any, got: np.ndarray, rtol: float, atol: float) -> tuple[b
     ok = bool(np.all(diff <= atol + rtol * np.abs(exp)))
     rel = float(np.max(diff / np.maximum(np.abs(exp), atol), initial=0.0))
     return ok, "" if ok else "wrong value", rel
+
+
+def _compare_parts(exp: Plain, got: Plain, rtol: float, atol: float) -> tuple[bool, str, float]:
+    if type(exp) is not type(got):
+        return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+    if isinstance(exp, dict):
+        assert isinstance(got, dict)
+        if exp.keys() != got.keys():
+            return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+        pairs = [(repr(k), exp[k], got[k]) for k in exp]
+    else:
+        assert isinstance(exp, list) and isinstance(got, list)
+        if len(exp) != len(got):
+            return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+        pairs = [(f"item {i}", e, g) for i, (e, g) in enumerate(zip(exp, got, strict=True))]
+    worst = 0.0
+    for name, e, g in pairs:
+        ok, reason, rel = compare(e, g, rtol, atol)
+        if not ok and reason.startswith("expected shape"):
+            assert isinstance(g, np.ndarray)
+            reason = f"expected {_shape_words(np.shape(e))} but got {_shape_words(g.shape)}"
+        if not ok:
+            return False, f"{name}: {reason}", rel
+        worst = max(worst, rel)
+    return True, "", worst
 
 
 def _shape_words(shape: tuple[int, ...]) -> str:
@@ -166,8 +231,7 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                 expected=fmt(expected), got=fmt(verdict.got)))
         if not ok:
             if reason.startswith("expected shape"):
-                reason = (f"expected {_shape_words(np.shape(expected))} but got "
-                          f"{_shape_words(verdict.got.shape)}")
+                reason = f"expected {describe(plain(expected))} but got {describe(verdict.got)}"
             elif visible:
                 reason = f"expected {fmt(expected)} but got {fmt(verdict.got)}"
             wrong.append(reason)
@@ -229,9 +293,9 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         try:
             analytic = np.asarray(
                 evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
-        except ValueError:
+        except _DOES_NOT_FIT:
             return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
-                              feedback=f"{f.name} returned {_shape_words(got.shape)}, which does "
+                              feedback=f"{f.name} returned {describe(got)}, which does "
                               "not fit the shape of its inputs.")
 
         def of(perturbed: np.ndarray, case: Case = case) -> Any:
@@ -261,7 +325,7 @@ def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, ca
     for case, got in values:
         try:
             holds = bool(np.all(evaluate(prop.holds, namespace, result=got, **case.variables)))
-        except ValueError:
+        except _DOES_NOT_FIT:
             holds = False
         failures += not holds
     if failures == 0:

@@ -4,7 +4,7 @@
 # It is sent as source text (never imported by the grader), so it stays self-contained.
 
 
-def __grader_install__(nonce, mime, max_items, max_text):
+def __grader_install__(nonce, mime, max_items, max_text, max_entries):
     import math as _math
 
     import numpy as _np
@@ -49,6 +49,69 @@ def __grader_install__(nonce, mime, max_items, max_text):
                     "data": [_number(v) for v in _np.ndarray.tolist(arr.ravel())]}
         return {"kind": "unsupported", "type": _text(kind.__name__)}
 
+    def _encode_value(value, depth=0):
+        # A dict of numbers/arrays, or a tuple/list holding dicts or arrays of different shapes;
+        # anything else is a single number or array. Plain dicts/lists/tuples only, no subclasses.
+        kind = type(value)
+        if kind is dict and depth < 2:
+            if len(value) > max_entries or any(type(k) is not str or len(k) > 100
+                                               for k in value):
+                return {"kind": "unsupported", "type": "dict"}
+            entries = {}
+            for key, item in dict.items(value):
+                encoded = _encode(item)
+                if encoded["kind"] not in ("number", "array"):
+                    return {"kind": "unsupported",
+                            "type": "dict of " + encoded.get("type", encoded["kind"])}
+                entries[key] = encoded
+            return _capped({"kind": "dict", "type": "dict", "entries": entries})
+        if kind in (tuple, list) and depth == 0 and any(type(v) is dict for v in value):
+            if len(value) > max_entries:
+                return {"kind": "unsupported", "type": kind.__name__}
+            items = [_encode_value(item, depth + 1) for item in value]
+            bad = next((i for i in items if i["kind"] not in ("number", "array", "dict")), None)
+            if bad is not None:
+                return {"kind": "unsupported",
+                        "type": kind.__name__ + " of " + bad.get("type", bad["kind"])}
+            return _capped({"kind": "sequence", "type": kind.__name__, "items": items})
+        encoded = _encode(value)
+        if encoded["kind"] == "unsupported" and kind in (tuple, list) and depth == 0:
+            if len(value) > max_entries:
+                return encoded
+            items = [_encode_value(item, depth + 1) for item in value]
+            if all(i["kind"] in ("number", "array", "dict") for i in items):
+                return _capped({"kind": "sequence", "type": kind.__name__, "items": items})
+        return encoded
+
+    def _size(encoded):
+        if encoded["kind"] == "array":
+            return len(encoded["data"])
+        if encoded["kind"] == "dict":
+            return sum(_size(v) for v in encoded["entries"].values())
+        if encoded["kind"] == "sequence":
+            return sum(_size(v) for v in encoded["items"])
+        return 1
+
+    def _capped(encoded):
+        # max_items bounds a whole result, not each of its parts.
+        size = _size(encoded)
+        if size > max_items:
+            return {"kind": "too_large", "type": encoded["type"], "size": size}
+        return encoded
+
+    def _decode(arg):
+        # Arguments arrive as literals: lists become arrays, dicts hold arrays, and a tagged
+        # ("code", source, constants) tuple becomes a function defined by the spec.
+        if isinstance(arg, list):
+            return _np.array(arg, dtype=_np.float64)
+        if isinstance(arg, dict):
+            return {k: _decode(v) for k, v in arg.items()}
+        if isinstance(arg, tuple) and arg[0] == "code":
+            scope = {"np": _np, "math": _math}
+            scope.update((k, _decode(v)) for k, v in arg[2].items())
+            return eval(arg[1], scope)
+        return arg
+
     def _emit(payload):
         _publish({mime: {"nonce": nonce, **payload}}, metadata={})
 
@@ -61,7 +124,7 @@ def __grader_install__(nonce, mime, max_items, max_text):
             _emit({"function": name, "case": -1, "outcome": {"kind": "missing"}})
             return
         for index, args in enumerate(cases):
-            args = [_np.array(a, dtype=_np.float64) if isinstance(a, list) else a for a in args]
+            args = [_decode(a) for a in args]
             before = [_copy(a) for a in args]
             try:
                 result = func(*args)
@@ -74,7 +137,7 @@ def __grader_install__(nonce, mime, max_items, max_text):
                 outcome = {"kind": "raised", "type": _text(type(exc).__name__),
                            "message": _text(exc)}
             else:
-                outcome = _encode(result)
+                outcome = _encode_value(result)
             mutated = [
                 i for i, (a, b) in enumerate(zip(args, before, strict=True))
                 if isinstance(b, _np.ndarray) and not _np.array_equal(a, b)

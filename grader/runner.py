@@ -26,8 +26,9 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
 
+from grader.cases import Code
 from grader.report import CellProblem
-from grader.values import Call, CallMessage, KernelDied, Missing, Raised, Timeout
+from grader.values import MAX_ENTRIES, Call, CallMessage, KernelDied, Missing, Raised, Timeout
 
 HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
 MIME = "application/vnd.backprop-grader.result+json"
@@ -141,7 +142,18 @@ def _text_size(content: Any) -> int:
 
 
 def _literal(value: Any) -> str:
-    """Source text of one argument: a float, or nested lists the harness turns into an array."""
+    """Source text of one argument, which the harness decodes: an int or a float, nested lists
+    for an array, a dict with string keys of those, or ("code", source, constants) for a
+    function the spec defines."""
+    if isinstance(value, Code):
+        constants = ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.constants.items())
+        return f"('code', {value.source!r}, {{{constants}}})"
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError("dict arguments must have string keys")
+        return "{" + ", ".join(f"{k!r}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return repr(int(value))
     array = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(array)):
         raise ValueError("case arguments must be finite")
@@ -206,7 +218,8 @@ class KernelSession:
         run = f"_grader_run_{secrets.token_hex(8)}"
         nonce = secrets.token_hex(16)
         code = (f"{HARNESS_SOURCE}\n{run} = __grader_install__({nonce!r}, {MIME!r}, "
-                f"{self._limits.max_items}, {self._limits.max_text})\ndel __grader_install__\n")
+                f"{self._limits.max_items}, {self._limits.max_text}, {MAX_ENTRIES})\n"
+                "del __grader_install__\n")
         await self._execute(code, lambda _msg: None, deadline_s=self._limits.startup_timeout_s)
         self._nonce = nonce
         return run

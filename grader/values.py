@@ -37,6 +37,28 @@ class Array(_Wire):
         return self
 
 
+# Containers hold at most this many entries; their values are plain numbers and arrays (a sequence
+# may also hold dicts), so the wire format has a fixed, shallow depth and nothing recursive.
+MAX_ENTRIES = 64
+
+
+class DictValue(_Wire):
+    """A dict with string keys, each mapped to a number or an array (e.g. parameters by name)."""
+
+    kind: Literal["dict"]
+    type: str = Field(max_length=200)
+    entries: dict[Annotated[str, Field(max_length=100)], Number | Array] = Field(
+        max_length=MAX_ENTRIES)
+
+
+class SequenceValue(_Wire):
+    """A tuple or list that is not one array, e.g. (parameters, cost history)."""
+
+    kind: Literal["sequence"]
+    type: str = Field(max_length=200)
+    items: list[Number | Array | DictValue] = Field(max_length=MAX_ENTRIES)
+
+
 class NoneValue(_Wire):
     kind: Literal["none"]
 
@@ -76,8 +98,8 @@ class KernelDied(_Wire):
 
 
 Outcome = Annotated[
-    Number | Array | NoneValue | Unsupported | TooLarge | Raised | NotImplementedOutcome | Missing
-    | Timeout | KernelDied,
+    Number | Array | DictValue | SequenceValue | NoneValue | Unsupported | TooLarge | Raised
+    | NotImplementedOutcome | Missing | Timeout | KernelDied,
     Field(discriminator="kind"),
 ]
 
@@ -109,3 +131,16 @@ def as_array(outcome: Number | Array) -> np.ndarray:
         return np.array(_float(outcome.value), dtype=np.float64)
     data = np.array([_float(v) for v in outcome.data], dtype=np.float64)
     return data.reshape(outcome.shape)
+
+
+# A plain value as the judge sees it: an array, a dict of arrays, or a list of those.
+Plain = np.ndarray | dict[str, np.ndarray] | list["Plain"]
+
+
+def as_plain(outcome: Number | Array | DictValue | SequenceValue) -> Plain:
+    """Fresh float64 arrays for every number and array; dicts and sequences keep their form."""
+    if isinstance(outcome, DictValue):
+        return {key: as_array(value) for key, value in outcome.entries.items()}
+    if isinstance(outcome, SequenceValue):
+        return [as_plain(item) for item in outcome.items]
+    return as_array(outcome)
