@@ -1,0 +1,336 @@
+"""Grading a class: layouts, the gradebook, re-runs, a killed run, and concurrency."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from grader.batch import (
+    SourceError,
+    extract_notebooks,
+    find_submissions,
+    grade_class,
+    student_seed,
+)
+from grader.cli import main
+from grader.console import Verbosity, class_summary
+from grader.grade import limits_for
+from grader.report import Report
+from grader.spec import AssignmentSpec
+from tests.notebooks import submission
+
+GRADER = Path(sys.executable).parent / "grader"
+WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
+ASCENT = {"update": "return w + learning_rate * grad"}
+
+
+def _grade(spec: AssignmentSpec, source: Path, out: Path, **kwargs) -> int:
+    return grade_class(source, out, spec, limits_for(spec, 5.0, 2.0),
+                       verbosity=Verbosity.QUIET, **kwargs)
+
+
+def _rows(out: Path) -> dict[str, tuple]:
+    """student -> (content hash, seed, status, score, started, finished), read directly."""
+    if not (out / "gradebook.sqlite").exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(out / "gradebook.sqlite")) as db:
+        try:
+            return {r[0]: r[1:] for r in db.execute(
+                "SELECT student, content_hash, seed, status, score, started_at, finished_at "
+                "FROM reports")}
+        except sqlite3.OperationalError:  # created but its table not yet
+            return {}
+
+
+def _reports(out: Path) -> dict[str, Report]:
+    return {p.stem: Report.model_validate_json(p.read_text()) for p in out.glob("*.json")}
+
+
+def _without_timing(report: Report) -> dict:
+    return report.model_dump(exclude={"duration_s"})
+
+
+def _csv(out: Path) -> list[dict[str, str]]:
+    with (out / "grades.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def mixed_class(tmp_path_factory: pytest.TempPathFactory, spec: AssignmentSpec):
+    """A class mixing good, wrong, unfinished, unreadable and ambiguous submissions, graded."""
+    source = tmp_path_factory.mktemp("class")
+    submission(source, "ada")
+    submission(source, "claude", bodies=WRONG_DELTA2)
+    submission(source, "kath", complete=False)
+    (source / "bob.ipynb").write_text("this is not a notebook")
+    folder = source / "grace"
+    folder.mkdir()
+    submission(folder, "my_work", bodies=ASCENT)
+    # Two submissions for one student id: a file and a folder.
+    submission(source, "emmy")
+    (source / "emmy").mkdir()
+    submission(source / "emmy", "emmy_v2")
+    out = tmp_path_factory.mktemp("out")
+    status = _grade(spec, source, out, jobs=2)
+    return source, out, status
+
+
+def test_every_submission_of_a_mixed_class_gets_one_report(mixed_class, spec):
+    _, out, status = mixed_class
+    assert status == 0
+    reports = _reports(out)
+    assert sorted(reports) == ["ada", "bob", "claude", "emmy", "grace", "kath"]
+    assert reports["ada"].score == spec.max_score
+    assert reports["claude"].function_scores()["delta2"][0] == 0
+    assert 0 < reports["claude"].score < spec.max_score
+    assert reports["grace"].function_scores()["update"][0] == 0
+    assert reports["grace"].submission == "my_work.ipynb"
+    assert reports["kath"].score == 0 and reports["kath"].status == "graded"
+    assert reports["bob"].status == "invalid" and "not valid JSON" in reports["bob"].reason
+    assert reports["emmy"].status == "invalid" and "several notebooks" in reports["emmy"].reason
+    assert reports["ada"].seed == student_seed(spec, "ada")
+
+    rows = _rows(out)
+    assert sorted(rows) == sorted(reports)
+    assert {s: (r[2], r[3]) for s, r in rows.items()} == {
+        s: (r.status, r.score) for s, r in reports.items()}
+    table = _csv(out)
+    assert [r["student"] for r in table] == sorted(reports)
+    assert {r["student"]: float(r["score"]) for r in table} == {
+        s: r.score for s, r in reports.items()}
+    assert {r["student"]: float(r["delta2"]) for r in table}["claude"] == 0
+
+
+def test_class_summary_counts_passes_and_failures(mixed_class, spec):
+    _, out, _ = mixed_class
+    summary = class_summary(_reports(out), spec)
+    passed = {f.name: f.passed for f in summary.functions}
+    # ada passes everything; claude all but delta2; grace all but update; kath, bob, emmy none.
+    assert passed == {"sigmoid_prime": 3, "delta2": 2, "delta1": 3, "update": 2}
+    assert summary.submissions == 6 and summary.invalid == 2
+    assert summary.failures["invalid"] == 2 and summary.failures["not_implemented"] > 0
+
+
+def test_a_rerun_keeps_every_report_and_force_grades_again(mixed_class, spec):
+    source, out, _ = mixed_class
+    before = _rows(out)
+    assert _grade(spec, source, out) == 0
+    assert _rows(out) == before  # same timestamps: nothing was graded again
+
+    # A new version of one notebook is graded again, and only it.
+    submission(source, "claude")
+    assert _grade(spec, source, out) == 0
+    after = _rows(out)
+    assert {s for s in after if after[s] != before[s]} == {"claude"}
+    assert _reports(out)["claude"].score == spec.max_score
+
+    assert _grade(spec, source, out, force=True) == 0
+    forced = _rows(out)
+    assert all(forced[s][5] > after[s][5] for s in after)  # every finished_at moved on
+
+
+def test_a_new_salt_changes_seeds_and_grades_again(tmp_path, spec):
+    source, out = tmp_path / "src", tmp_path / "out"
+    source.mkdir()
+    submission(source, "ada")
+    assert _grade(spec, source, out) == 0
+    assert _grade(spec, source, out, salt="course secret") == 0
+    seed = _rows(out)["ada"][1]
+    assert seed == student_seed(spec, "ada", "course secret") != student_seed(spec, "ada")
+
+
+def _zip_of(folder: Path, archive: Path, prefix: str) -> Path:
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"{prefix}{path.relative_to(folder)}")
+    return archive
+
+
+def test_jobs_and_layouts_do_not_change_results(tmp_path, spec):
+    """A folder graded one at a time and a zip of it graded four at a time agree."""
+    source = tmp_path / "class"
+    source.mkdir()
+    for name, bodies in [("a", {}), ("b", WRONG_DELTA2), ("c", ASCENT), ("d", {})]:
+        submission(source, name, bodies=bodies)
+    (source / "e").mkdir()
+    submission(source / "e", "notebook", bodies=WRONG_DELTA2)
+    archive = _zip_of(source, tmp_path / "class.zip", "submissions/")
+
+    assert _grade(spec, source, tmp_path / "one", jobs=1) == 0
+    assert main(["grade", str(archive), "--out", str(tmp_path / "four"), "--jobs", "4",
+                 "--assignment", "derivative_calculation", "--quiet"]) == 0
+    one, four = _reports(tmp_path / "one"), _reports(tmp_path / "four")
+    assert sorted(one) == ["a", "b", "c", "d", "e"]
+    assert {s: _without_timing(r) for s, r in one.items()} == {
+        s: _without_timing(r) for s, r in four.items()}
+    assert (tmp_path / "one" / "grades.csv").read_text() == (
+        tmp_path / "four" / "grades.csv").read_text()
+
+
+def _sockets(pid: int) -> set[str]:
+    inodes = set()
+    with_fds = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in with_fds.iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    except OSError:  # the process ended while we looked
+        pass
+    return inodes
+
+
+def _descendants(pid: int) -> set[int]:
+    children = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    for child in set(children):
+        children |= _descendants(child)
+    return children
+
+
+def _tcp_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            next(fh)
+            inodes |= {line.split()[9] for line in fh}
+    return inodes
+
+
+def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
+    source = tmp_path / "class"
+    source.mkdir()
+    for i in range(8):
+        submission(source, f"s{i}", bodies=[{}, WRONG_DELTA2, ASCENT][i % 3])
+    out = tmp_path / "out"
+    command = [str(GRADER), "grade", str(source), "--out", str(out), "--jobs", "2",
+               "--assignment", "derivative_calculation", "--quiet"]
+    # Its own session, so the kill reaches the kernels it started as well.
+    proc = subprocess.Popen(command, start_new_session=True)
+    kernels, sockets = set(), set()
+    try:
+        while proc.poll() is None and len(_rows(out)) < 3:
+            for pid in _descendants(proc.pid):
+                kernels.add(pid)
+                sockets |= _sockets(pid)
+            sockets |= _sockets(proc.pid)
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert kernels and sockets, "no kernel was seen while grading"
+    assert not sockets & _tcp_inodes(), "grading opened a TCP socket"
+
+    survivors = _rows(out)
+    assert 3 <= len(survivors) < 8
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = _rows(out)
+    assert sorted(rows) == [f"s{i}" for i in range(8)]
+    assert {s: rows[s] for s in survivors} == survivors  # not graded a second time
+    reports = _reports(out)
+    assert sorted(reports) == sorted(rows)
+    assert all(r.status == "graded" for r in reports.values())
+    assert [r["student"] for r in _csv(out)] == sorted(rows)
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
+
+
+def test_zip_members_that_could_escape_are_refused(tmp_path):
+    cases = {
+        "traversal": ("../evil.ipynb", None),
+        "absolute": ("/tmp/evil.ipynb", None),
+        "drive": ("C:/evil.ipynb", None),
+        "backslash": ("..\\evil.ipynb", None),
+        "symlink": ("alice.ipynb", stat.S_IFLNK | 0o777),
+    }
+    for label, (name, mode) in cases.items():
+        archive = tmp_path / f"{label}.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            info = zipfile.ZipInfo(name)
+            if mode is not None:
+                info.external_attr = mode << 16
+            zf.writestr(info, "/etc/passwd" if mode else "{}")
+        dest = tmp_path / label
+        dest.mkdir()
+        with pytest.raises(SourceError):
+            extract_notebooks(archive, dest)
+        assert not list(dest.rglob("*")), label
+    assert not (tmp_path / "evil.ipynb").exists()
+
+
+def test_zip_size_caps_and_duplicates_are_refused(tmp_path, monkeypatch):
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.ipynb", "0" * 5000)
+        zf.writestr("b.ipynb", "0" * 5000)
+    monkeypatch.setattr("grader.batch.ZIP_MAX_NOTEBOOK_BYTES", 4000)
+    with pytest.raises(SourceError, match="unpacks to"):
+        extract_notebooks(archive, tmp_path)
+    monkeypatch.setattr("grader.batch.ZIP_MAX_NOTEBOOK_BYTES", 10_000)
+    monkeypatch.setattr("grader.batch.ZIP_MAX_TOTAL_BYTES", 8000)
+    with pytest.raises(SourceError, match="more than"):
+        extract_notebooks(archive, tmp_path / "x")
+
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(twice, "w") as zf, pytest.warns(UserWarning):
+        zf.writestr("a.ipynb", "{}")
+        zf.writestr("a.ipynb", "{}")
+    with pytest.raises(SourceError, match="twice"):
+        extract_notebooks(twice, tmp_path / "y")
+
+    not_zip = tmp_path / "class.zip"
+    not_zip.write_text("no")
+    with pytest.raises(SourceError, match="zip"):
+        extract_notebooks(not_zip, tmp_path / "z")
+
+
+def test_zip_layouts_unpack_to_the_same_submissions(tmp_path):
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("export/alice.ipynb", "{}")
+        zf.writestr("export/bob/notebook.ipynb", "{}")
+        zf.writestr("export/bob/data.csv", "1,2")
+        zf.writestr("__MACOSX/export/._alice.ipynb", "junk")
+        zf.writestr("export/.ipynb_checkpoints/alice-checkpoint.ipynb", "{}")
+    extract_notebooks(archive, tmp_path / "x")
+    found = find_submissions(tmp_path / "x")
+    assert {s: [p.name for p in sub.files] for s, sub in found.items()} == {
+        "alice": ["alice.ipynb"], "bob": ["notebook.ipynb"]}
+    assert not (tmp_path / "x" / "export" / "bob" / "data.csv").exists()
+
+
+def test_a_lone_student_folder_is_not_taken_for_a_wrapper(tmp_path):
+    (tmp_path / "alice").mkdir()
+    (tmp_path / "alice" / "work.ipynb").write_text("{}")
+    assert list(find_submissions(tmp_path)) == ["alice"]
+
+
+def test_unusable_sources_exit_2(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "out"), "--assignment", "derivative_calculation", "-q"]
+    assert main(["grade", str(tmp_path / "missing"), *args]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["grade", str(tmp_path / "empty"), *args]) == 2
+    (tmp_path / "bad.zip").write_text("not a zip")
+    assert main(["grade", str(tmp_path / "bad.zip"), *args]) == 2
+    with pytest.raises(SystemExit) as bad_jobs:
+        main(["grade", str(tmp_path / "empty"), *args, "--jobs", "0"])
+    assert bad_jobs.value.code == 2
+    err = capsys.readouterr().err
+    assert "no such folder or zip" in err and "no notebooks" in err and "zip archive" in err
