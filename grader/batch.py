@@ -33,7 +33,7 @@ from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import KernelManagerFactory, Limits, plain_kernel_manager
+from grader.runner import KernelManagerFactory, Limits
 from grader.spec import AssignmentSpec, SpecError
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
@@ -246,7 +246,7 @@ class ClassRun:
     limits: Limits
     jobs: int
     salt: str = ""
-    km_factory: KernelManagerFactory = plain_kernel_manager
+    km_factory: KernelManagerFactory | None = None  # None: the sandbox limits.sandbox picks
     sandbox: str = "none"
     failures: list[str] = field(default_factory=list)
 
@@ -299,7 +299,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *,
                 salt: str = "", jobs: int | None = None, force: bool = False,
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
-                km_factory: KernelManagerFactory = plain_kernel_manager,
+                km_factory: KernelManagerFactory | None = None,
                 sandbox: str = "none") -> int:
     """Grade every submission in `source` into `out`; 0 when each got a report.
 

@@ -12,6 +12,8 @@ from grader import __version__
 from grader.cases import derive_seed
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
+from grader.runner import Limits
+from grader.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError, find_spec
 
 EXIT_FULL, EXIT_PARTIAL, EXIT_UNGRADABLE = 0, 1, 2
@@ -32,6 +34,34 @@ def _add_grading_options(p: argparse.ArgumentParser) -> None:
                         "(default: the spec's, 30)")
     p.add_argument("--call-timeout", type=float, metavar="S",
                    help="seconds one call of a student function may take (default: the spec's, 5)")
+    p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
+                   help="where student kernels run: bwrap (bubblewrap: no network, private "
+                        "files, own PIDs), unshare (no network, own PIDs), none (limits only), "
+                        "or auto, the strongest that works here (default)")
+    p.add_argument("--memory", type=_positive_int, metavar="MIB",
+                   help=f"address space of a kernel, MiB (default {Limits.memory_bytes >> 20})")
+    p.add_argument("--cpu-time", type=float, metavar="S",
+                   help=f"CPU seconds of a kernel (default {Limits.cpu_s:g})")
+    p.add_argument("--file-size", type=_positive_int, metavar="MIB",
+                   help=f"largest file a kernel may write, MiB (default {Limits.file_bytes >> 20})")
+    p.add_argument("--processes", type=_positive_int, metavar="N",
+                   help=f"processes and threads of a kernel (default {Limits.processes})")
+    p.add_argument("--output-limit", type=_positive_int, metavar="BYTES",
+                   help="notebook output kept per submission; the rest is counted and dropped "
+                        f"(default {Limits.output_bytes})")
+
+
+def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> Limits:
+    """The limits the grading options ask for; the sandbox is chosen (and checked) here, once."""
+    try:
+        sandbox = choose_sandbox(args.sandbox).name
+    except SandboxUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    mib = 1 << 20
+    return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=sandbox,
+                      memory_bytes=args.memory and args.memory * mib, cpu_s=args.cpu_time,
+                      file_bytes=args.file_size and args.file_size * mib,
+                      processes=args.processes, output_bytes=args.output_limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +182,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(f"no such file: {args.notebook}")
     spec = _spec_for(args, args.notebook)
     seed = args.seed if args.seed is not None else derive_seed(spec.name, args.notebook.stem)
-    limits = limits_for(spec, args.cell_timeout, args.call_timeout)
+    limits = _limits(args, spec)
     report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits))
     print(report.model_dump_json(indent=2) if args.json else _summary(report))
     if report.status == "invalid":
@@ -172,7 +202,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.console import Verbosity
 
     spec = _spec_for(args)
-    limits = limits_for(spec, args.cell_timeout, args.call_timeout)
+    limits = _limits(args, spec)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from grader import __version__
 from grader.cases import call_args, make_cases
@@ -11,22 +13,32 @@ from grader.judge import judge
 from grader.notebook import UnreadableNotebook, load_notebook
 from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import CallPlan, KernelManagerFactory, Limits, observe, plain_kernel_manager
+from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
+from grader.sandbox import choose_sandbox
 from grader.spec import AssignmentSpec
 
 
 def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
-               call_timeout_s: float | None = None) -> Limits:
-    """The spec's timeouts, unless the command line overrides them."""
-    return Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
-                  call_timeout_s=call_timeout_s or spec.timeouts.call_s)
+               call_timeout_s: float | None = None, **overrides: Any) -> Limits:
+    """The spec's timeouts, unless the command line overrides them; other limits likewise
+    from `overrides` (Limits fields; None keeps the default)."""
+    return replace(Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
+                          call_timeout_s=call_timeout_s or spec.timeouts.call_s),
+                   **{k: v for k, v in overrides.items() if v is not None})
 
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
-                         km_factory: KernelManagerFactory = plain_kernel_manager,
+                         km_factory: KernelManagerFactory | None = None,
                          sandbox: str = "none") -> Report:
-    """The report for one notebook file; an unreadable file gets an `invalid` report."""
+    """The report for one notebook file; an unreadable file gets an `invalid` report.
+
+    Kernels start in the sandbox `limits.sandbox` chooses, and the report names the one used;
+    a caller that brings its own `km_factory` names its sandbox in `sandbox`.
+    """
     started = time.monotonic()
+    if km_factory is None:
+        box = choose_sandbox(limits.sandbox)
+        km_factory, sandbox = box.factory(limits), box.name
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
                   grader_version=__version__, max_score=spec.max_score, sandbox=sandbox)
     try:

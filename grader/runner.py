@@ -11,6 +11,7 @@ import contextlib
 import math
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -21,10 +22,14 @@ from typing import Any
 
 import nbformat
 import numpy as np
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
+from traitlets import DottedObjectName, Integer
 
 from grader.cases import Code
 from grader.report import CellProblem
@@ -49,6 +54,16 @@ class Limits:
     restarts: int = 1
     max_items: int = 100_000
     max_text: int = 500
+    # Where the kernel runs: auto, bwrap, unshare or none (grader/sandbox.py).
+    sandbox: str = "auto"
+    # Resource limits of the kernel process (rlimits), and the size of its private folders.
+    memory_bytes: int = 2 << 30
+    cpu_s: float = 300.0
+    file_bytes: int = 64 << 20
+    processes: int = 64
+    disk_bytes: int = 128 << 20
+    # Larger messages from the kernel are refused by the sockets before they are read.
+    message_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -72,9 +87,39 @@ class Observations:
 KernelManagerFactory = Callable[[Path, Path], AsyncKernelManager]
 
 
+class CappedKernelClient(AsyncKernelClient):
+    """A kernel client whose sockets drop any message above its manager's max_message_bytes.
+
+    ZeroMQ enforces the cap while receiving, so a huge message from a hostile kernel never
+    reaches the grader's memory; the sender is disconnected and reconnects for later messages.
+    """
+
+    def _context_default(self) -> zmq.asyncio.Context:
+        context = super()._context_default()
+        context.setsockopt(zmq.MAXMSGSIZE, getattr(self.parent, "max_message_bytes", -1))
+        return context
+
+
+class GraderKernelManager(AsyncKernelManager):
+    """A kernel manager whose clients cap the size of the messages they accept."""
+
+    max_message_bytes = Integer(Limits.message_bytes)
+    client_class = DottedObjectName("grader.runner.CappedKernelClient")
+
+    async def start_kernel(self, **kw: Any) -> None:
+        """Start the kernel with its stdout and stderr discarded.
+
+        Those streams are the student's to fill (os.write(2, ...) bypasses the output cap), so
+        they must not reach the grader's terminal or logs.
+        """
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        await super().start_kernel(**kw)
+
+
 def plain_kernel_manager(runtime: Path, workdir: Path) -> AsyncKernelManager:
     """A python3 kernel on private IPC sockets, whatever kernel the notebook names."""
-    return AsyncKernelManager(
+    return GraderKernelManager(
         kernel_name="python3",
         transport="ipc",
         ip=str(runtime / "kernel"),
@@ -174,8 +219,10 @@ class KernelSession:
         self._run: str | None = None
 
     async def start(self) -> None:
-        client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
-                         self._workdir)
+        km = self._km_factory(self._runtime, self._workdir)
+        if isinstance(km, GraderKernelManager):
+            km.max_message_bytes = self._limits.message_bytes
+        client = _Client(self._nb, km, self._limits, self._workdir)
         self._client = client
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()
