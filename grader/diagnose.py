@@ -15,7 +15,7 @@ import numpy as np
 from grader.cases import Case
 from grader.reference import evaluate
 from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, Tolerance
-from grader.values import Array, Call, NoneValue, Number, Raised, as_array
+from grader.values import Array, Call, DictValue, NoneValue, Number, Raised, as_array, as_plain
 
 UNRECOGNISED = ("This answer matches none of the mistakes the grader knows about; compare each "
                 "factor of your formula with the derivation in the notebook.")
@@ -33,11 +33,35 @@ def _values(calls: Sequence[Call]) -> list[np.ndarray] | None:
     return [as_array(c.outcome) for c in calls]  # type: ignore[arg-type]
 
 
+def _close(got: np.ndarray, variant: np.ndarray, tol: Tolerance) -> bool:
+    return (variant.shape == got.shape and bool(np.all(np.isfinite(got)))
+            and bool(np.all(np.abs(got - variant) <= tol.atol + tol.rtol * np.abs(variant))))
+
+
+def _matches_entries(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
+                     namespace: dict[str, Any], tol: Tolerance) -> bool:
+    """For dict results: the variant is a dict of the entries the mistake gets wrong; the
+    entries it leaves out are not examined, so one slip is recognised whatever the rest is."""
+    if not all(isinstance(c.outcome, DictValue) for c in calls):
+        return False
+    for case, call in zip(cases, calls, strict=True):
+        got = as_plain(call.outcome)  # type: ignore[arg-type]
+        assert m.value is not None and isinstance(got, dict)
+        try:
+            variant = evaluate(m.value, namespace, **case.variables)
+            entries = {k: np.asarray(v, dtype=np.float64) for k, v in variant.items()}
+        except Exception:  # e.g. a stub of the public handout: this detector cannot run here
+            return False
+        if not all(k in got and _close(got[k], v, tol) for k, v in entries.items()):
+            return False
+    return True
+
+
 def _matches_value(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
                    namespace: dict[str, Any], tol: Tolerance) -> bool:
     values = _values(calls)
     if not values:
-        return False
+        return bool(calls) and _matches_entries(m, cases, calls, namespace, tol)
     for case, got in zip(cases, values, strict=True):
         assert m.value is not None
         try:

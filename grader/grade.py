@@ -50,6 +50,8 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     cases = make_cases(spec, namespace, seed)
     plans = [CallPlan(f.name, f.name, [call_args(spec, f.name, c) for c in cases])
              for f in spec.functions]
+    plans += [CallPlan(f.repeat_key, f.name, [call_args(spec, f.name, c) for c in cases])
+              for f in spec.functions if f.repeat is not None]
     observations = await observe(nb, plans, limits, km_factory, submission=path)
     tests = judge(spec, cases, observations.calls, namespace)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,

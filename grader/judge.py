@@ -335,6 +335,36 @@ def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, ca
                       feedback=f"{prop.explain} (failed on {failures} of {len(values)} cases)")
 
 
+def _identical(a: Plain, b: Plain) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+    return False
+
+
+def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls: list[Call],
+                again: list[Call]) -> TestResult:
+    """A second call on each hidden case must return exactly what the first one did."""
+    assert f.repeat is not None
+    base = dict(name=f"{f.name}: {f.repeat.name}", function=f.name, kind=TestKind.PROPERTY,
+                max_score=f.repeat.points, visibility=Visibility.HIDDEN)
+    first, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
+    second, problem_again = _graded_values(f, cases, again, spec.timeouts.call_s)
+    problem = problem or problem_again
+    if problem is not None:
+        return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
+    differ = sum(not _identical(a, b) for (_, a), (_, b) in zip(first, second, strict=True))
+    if differ == 0:
+        return TestResult(**base, score=f.repeat.points, status=TestStatus.PASSED,
+                          feedback="Called twice, it returned the same result on every hidden "
+                          "case.")
+    return TestResult(**base, score=0, status=TestStatus.FAILED,
+                      feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
+
+
 def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
           namespace: dict[str, Any]) -> list[TestResult]:
     """Every test of the assignment, in spec order."""
@@ -351,4 +381,6 @@ def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
             tests.append(gradient_test(spec, f, check, cases, f_calls, namespace))
         for prop in f.properties:
             tests.append(property_test(spec, f, prop, cases, f_calls, namespace))
+        if f.repeat is not None:
+            tests.append(repeat_test(spec, f, cases, f_calls, calls[f.repeat_key]))
     return tests

@@ -93,6 +93,14 @@ class PropertyCheck(_Model):
     _v = field_validator("holds")(_check_expression)
 
 
+class RepeatCheck(_Model):
+    """Call the function a second time on every hidden case: both calls must agree exactly."""
+
+    name: str = "the same arguments give the same result"
+    explain: str = Field(description="What a failure means, in words a student understands.")
+    points: float = Field(1.0, ge=0)
+
+
 class Detector(StrEnum):
     """How a known mistake is recognised in the values a student's function returned."""
 
@@ -153,6 +161,9 @@ class FunctionSpec(_Model):
     )
     gradient_checks: list[GradientCheck] = Field(default_factory=list)
     properties: list[PropertyCheck] = Field(default_factory=list)
+    repeat: RepeatCheck | None = Field(
+        default=None, description="Check that a second call returns the very same value "
+        "(e.g. a seeded training run).")
     mistakes: list[Mistake] = Field(default_factory=list, description="Known misconceptions.")
     probes: list[Probe] = Field(
         default_factory=list, description="Student functions this one calls, observed on the "
@@ -175,7 +186,13 @@ class FunctionSpec(_Model):
             sum(self.points.values())
             + sum(c.points for c in self.gradient_checks)
             + sum(p.points for p in self.properties)
+            + (self.repeat.points if self.repeat else 0.0)
         )
+
+    @property
+    def repeat_key(self) -> str:
+        """The observation key of the second calls."""
+        return f"{self.name}#repeat"
 
 
 class AssignmentSpec(_Model):
