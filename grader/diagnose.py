@@ -110,7 +110,9 @@ def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[C
         return False
     shapes = [shape for shape, _ in array]
     if m.detector is Detector.COLUMN_SHAPE:
-        return all(g.ndim > len(s) for g, s in zip(got, shapes, strict=True))
+        # A column where a batch was expected: (n, 1), or (n, n) once broadcast against (n,).
+        return all(g.shape != s and g.size > 1 and (g.ndim > len(s) or 1 in g.shape)
+                   for g, s in zip(got, shapes, strict=True))
     if m.detector is Detector.BATCH_SUMMED:
         return all(g.size == 1 and int(np.prod(s)) > 1 for g, s in zip(got, shapes, strict=True))
     raise AssertionError(f"unhandled detector {m.detector!r}")

@@ -11,7 +11,7 @@ from grader import __version__
 from grader.cases import call_args, make_cases
 from grader.judge import judge
 from grader.notebook import UnreadableNotebook, load_notebook
-from grader.reference import reference_namespace
+from grader.reference import handout_namespace, reference_namespace
 from grader.report import Report
 from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
 from grader.sandbox import choose_sandbox
@@ -29,31 +29,42 @@ def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
                          km_factory: KernelManagerFactory | None = None,
-                         sandbox: str = "none") -> Report:
+                         sandbox: str = "none", public: bool = False) -> Report:
     """The report for one notebook file; an unreadable file gets an `invalid` report.
 
     Kernels start in the sandbox `limits.sandbox` chooses, and the report names the one used;
     a caller that brings its own `km_factory` names its sandbox in `sandbox`.
+
+    `public` grades without the answer key (a student's self-check); so does a course whose
+    reference notebook is not installed.
     """
     started = time.monotonic()
     if km_factory is None:
         box = choose_sandbox(limits.sandbox)
         km_factory, sandbox = box.factory(limits), box.name
+    public = public or not spec.reference_path.is_file()
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
-                  grader_version=__version__, max_score=spec.max_score, sandbox=sandbox)
+                  grader_version=__version__, max_score=spec.max_score, sandbox=sandbox,
+                  mode="public" if public else "full")
     try:
         nb = load_notebook(path)
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
-    namespace = reference_namespace(spec)
+    namespace = handout_namespace(spec) if public else reference_namespace(spec)
     cases = make_cases(spec, namespace, seed)
-    plans = [CallPlan(f.name, f.name, [call_args(spec, f.name, c) for c in cases])
-             for f in spec.functions]
-    plans += [CallPlan(f.repeat_key, f.name, [call_args(spec, f.name, c) for c in cases])
-              for f in spec.functions if f.repeat is not None]
+    plans = []
+    for f in spec.functions:
+        plans.append(CallPlan(f.name, f.name, [call_args(spec, f.name, c) for c in cases]))
+        plans += [CallPlan(p.key(f.name), p.function,
+                           [[c.variables[a] for a in p.args] for c in cases]) for p in f.probes]
+        if f.repeat is not None:
+            plans.append(CallPlan(f.repeat_key, f.name,
+                                  [call_args(spec, f.name, c) for c in cases]))
     observations = await observe(nb, plans, limits, km_factory, submission=path)
-    tests = judge(spec, cases, observations.calls, namespace)
+    tests = judge(spec, cases, observations.calls, namespace, public=public)
+    if public:
+        common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
                   cells=observations.cells, output_dropped_bytes=observations.output_dropped_bytes,
                   duration_s=time.monotonic() - started)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from grader.cases import Case
-from grader.reference import evaluate
+from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
+from grader.reference import evaluate, with_substitutes
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import AssignmentSpec, CaseSet, FunctionSpec, GradientCheck, PropertyCheck
 from grader.values import (
@@ -27,6 +28,7 @@ from grader.values import (
     Timeout,
     TooLarge,
     Unsupported,
+    as_array,
     as_plain,
 )
 
@@ -205,8 +207,9 @@ def _shape_words(shape: tuple[int, ...]) -> str:
 
 
 def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cases: list[Case],
-                   calls: list[Call], namespace: dict[str, Any]) -> TestResult:
-    """Judge one group of cases against the reference solution."""
+                   calls: list[Call], namespace: dict[str, Any],
+                   answers: Sequence[Any] | None = None) -> TestResult:
+    """Judge one group of cases against the reference solution (or the given answers)."""
     points = f.points[case_set]
     visible = case_set is CaseSet.EXAMPLES
     verdicts = [call_verdict(f.name, c, spec.timeouts.call_s) for c in calls]
@@ -220,9 +223,10 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     details: list[CaseDetail] = []
     wrong: list[str] = []
     max_error = 0.0
-    for case, verdict in zip(cases, verdicts, strict=True):
+    for i, (case, verdict) in enumerate(zip(cases, verdicts, strict=True)):
         assert verdict.got is not None
-        expected = evaluate(f.expected_expression, namespace, **case.variables)
+        expected = (evaluate(f.expected_expression, namespace, **case.variables)
+                    if answers is None else answers[i])
         ok, reason, rel = compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)
         max_error = max(max_error, rel)
         if visible:
@@ -289,6 +293,7 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
     if problem is not None:
         return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
     worst = 0.0
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for case, got in values:
         try:
             analytic = np.asarray(
@@ -304,13 +309,17 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         numeric = numerical_gradient(of, case.variables[check.wrt], analytic.shape)
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
         worst = max(worst, float(np.max(rel, initial=0.0)))
+        pairs.append((analytic, numeric))
     if worst <= spec.tolerance.fd_rtol:
         return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
                           feedback="Agrees with a numerical derivative on every hidden case.")
+    relation = gradient_relation(np.concatenate([np.ravel(a) for a, _ in pairs]),
+                                 np.concatenate([np.ravel(n) for _, n in pairs]))
     return TestResult(
         **base, score=0, status=TestStatus.FAILED, max_error=worst,
         feedback=f"Does not agree with a numerical derivative (relative difference up to "
-        f"{worst:.3g}; at most {spec.tolerance.fd_rtol:g} is expected).")
+        f"{worst:.3g}; at most {spec.tolerance.fd_rtol:g} is expected)"
+        + (f": {relation}." if relation else "."))
 
 
 def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
@@ -365,22 +374,153 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
 
 
+def _same_error(a: Call, b: Call) -> bool:
+    return (isinstance(a.outcome, Raised) and isinstance(b.outcome, Raised)
+            and (a.outcome.type, a.outcome.message) == (b.outcome.type, b.outcome.message))
+
+
+def _stand_in(args: Sequence[Any], value: np.ndarray) -> Callable[..., Any]:
+    """A function that answers with a student's observed value when called on `args`."""
+
+    def stand_in(*given: Any) -> np.ndarray:
+        if len(given) != len(args) or not all(
+                np.array_equal(np.asarray(g, dtype=np.float64), np.asarray(a, dtype=np.float64))
+                for g, a in zip(given, args, strict=True)):
+            raise LookupError("the reference calls it on values that were not observed")
+        return value
+
+    return stand_in
+
+
+def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
+                    calls: dict[str, list[Call]], namespace: dict[str, Any] | None
+                    ) -> dict[int, str]:
+    """Cases where `f` is wrong only through another student function it calls.
+
+    Case index -> the name of that function. `f` raised the very error that function raised on
+    the same inputs, or (given the answer key's namespace) `f` is wrong but equals the reference
+    formula evaluated with the student's own values of that function, observed by the spec's
+    probes. Such a mistake is charged once, to the function that makes it.
+    """
+    found: dict[int, str] = {}
+    probes = [(p, calls[p.key(f.name)]) for p in f.probes if p.key(f.name) in calls]
+    tol = spec.tolerance
+    for i, (case, call) in enumerate(zip(cases, calls[f.name], strict=True)):
+        same = [p.function for p, observed in probes if _same_error(call, observed[i])]
+        if same:
+            found[i] = same[0]
+            continue
+        if namespace is None or not probes or not isinstance(call.outcome, Number | Array):
+            continue
+        got = as_array(call.outcome)
+        expected = evaluate(f.expected_expression, namespace, **case.variables)
+        if compare(expected, got, tol.rtol, tol.atol)[0]:
+            continue
+        substitutes = {}
+        for p, observed in probes:
+            outcome = observed[i].outcome
+            if isinstance(outcome, Number | Array):
+                args = [case.variables[a] for a in p.args]
+                substitutes[p.function] = _stand_in(args, as_array(outcome))
+        if not substitutes:
+            continue
+        try:
+            own = evaluate(f.expected_expression, with_substitutes(namespace, substitutes),
+                           **case.variables)
+        except (LookupError, ValueError):
+            continue
+        if compare(own, got, tol.rtol, tol.atol)[0]:
+            found[i] = next(iter(substitutes))
+    return found
+
+
+def _credit_note(f: FunctionSpec, inherited: dict[int, str], scope: Sequence[int]) -> str:
+    names = sorted({inherited[i] for i in scope if i in inherited})
+    if not names:
+        return ""
+    which = " and ".join(names)
+    return (f" Where {f.name} is off, it is only because your own {which} is: with the values "
+            f"{'they' if len(names) > 1 else 'it'} returned, {f.name} is right, so it keeps "
+            f"these points (fix {which} and both will pass).")
+
+
+def _sentences(first: str, second: str) -> str:
+    return f"{first}{'' if first.rstrip().endswith(('.', '!', '?')) else '.'} {second}"
+
+
+def _diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
+               cases: list[Case], calls: list[Call], namespace: dict[str, Any]
+               ) -> list[TestResult]:
+    """Failing tests get the known mistake their values show, and its hint; or an honest note."""
+    if all(t.status is TestStatus.PASSED for t in tests):
+        return tests
+    found = matching_mistakes(spec, f, cases, calls, namespace)
+    out = []
+    for t in tests:
+        if t.status not in (TestStatus.FAILED, TestStatus.ERROR):
+            out.append(t)
+        elif found:
+            out.append(t.model_copy(update={
+                "mistake": found[0].id, "feedback": _sentences(t.feedback, found[0].hint)}))
+        elif t.status is TestStatus.FAILED:
+            out.append(t.model_copy(update={"feedback": _sentences(t.feedback, UNRECOGNISED)}))
+        else:
+            out.append(t)
+    return out
+
+
 def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
-          namespace: dict[str, Any]) -> list[TestResult]:
-    """Every test of the assignment, in spec order."""
+          namespace: dict[str, Any], public: bool = False) -> list[TestResult]:
+    """Every test of the assignment, in spec order.
+
+    `public` judges without the answer key (`namespace` is then the student handout's): only the
+    worked examples, against the spec's published answers, and the finite-difference and
+    property checks run.
+    """
     tests: list[TestResult] = []
     for f in spec.functions:
-        f_calls = calls[f.name]
+        inherited = inherited_cases(spec, f, cases, calls, None if public else namespace)
+        keep = [i for i in range(len(cases)) if i not in inherited]
+        kept_cases = [cases[i] for i in keep]
+        f_calls = [calls[f.name][i] for i in keep]
+        f_tests: list[TestResult] = []
         for case_set in CaseSet:
             if case_set not in f.points:
                 continue
-            idx = [i for i, c in enumerate(cases) if c.case_set is case_set]
-            tests.append(reference_test(spec, f, case_set, [cases[i] for i in idx],
-                                        [f_calls[i] for i in idx], namespace))
+            if public and (case_set is not CaseSet.EXAMPLES or f.name not in spec.example_answers):
+                continue
+            scope = [i for i, c in enumerate(cases) if c.case_set is case_set]
+            idx = [k for k, i in enumerate(keep) if i in scope]
+            note = _credit_note(f, inherited, scope)
+            if not idx:
+                f_tests.append(TestResult(
+                    name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
+                    score=f.points[case_set], max_score=f.points[case_set],
+                    status=TestStatus.PASSED, feedback=note.strip(),
+                    visibility=Visibility.VISIBLE if case_set is CaseSet.EXAMPLES
+                    else Visibility.HIDDEN))
+                continue
+            answers = ([spec.example_answers[f.name][kept_cases[k].index] for k in idx]
+                       if public else None)
+            t = reference_test(spec, f, case_set, [kept_cases[k] for k in idx],
+                               [f_calls[k] for k in idx], namespace, answers)
+            f_tests.append(_with_note(t, note))
+        hidden = [i for i, c in enumerate(cases) if c.case_set is not CaseSet.EXAMPLES]
+        note = _credit_note(f, inherited, hidden)
         for check in f.gradient_checks:
-            tests.append(gradient_test(spec, f, check, cases, f_calls, namespace))
+            t = gradient_test(spec, f, check, kept_cases, f_calls, namespace)
+            f_tests.append(_with_note(t, note))
         for prop in f.properties:
-            tests.append(property_test(spec, f, prop, cases, f_calls, namespace))
+            t = property_test(spec, f, prop, kept_cases, f_calls, namespace)
+            f_tests.append(_with_note(t, note))
         if f.repeat is not None:
-            tests.append(repeat_test(spec, f, cases, f_calls, calls[f.repeat_key]))
+            again = [calls[f.repeat_key][i] for i in keep]
+            f_tests.append(_with_note(repeat_test(spec, f, kept_cases, f_calls, again), note))
+        tests += _diagnosed(spec, f, f_tests, kept_cases, f_calls, namespace)
     return tests
+
+
+def _with_note(t: TestResult, note: str) -> TestResult:
+    if not note or t.status is not TestStatus.PASSED:
+        return t
+    return t.model_copy(update={"feedback": f"{t.feedback}{note}"})

@@ -36,7 +36,8 @@ def _builtin_helpers() -> dict[str, Any]:
 
 
 @cache
-def _namespace_of(path: Path, mtime_ns: int) -> MappingProxyType[str, Any]:
+def _namespace_of(path: Path, mtime_ns: int, handout: bool = False
+                  ) -> MappingProxyType[str, Any]:
     try:
         nb = nbformat.read(path, as_version=4)
     except (OSError, ValueError) as exc:
@@ -48,6 +49,11 @@ def _namespace_of(path: Path, mtime_ns: int) -> MappingProxyType[str, Any]:
                 continue
             try:
                 exec(compile(cell.source, f"{path.name}[cell {index}]", "exec"), namespace)
+            except NotImplementedError:
+                if not handout:
+                    raise SpecError(f"reference notebook {path} still has a stub in cell "
+                                    f"{index}") from None
+                # A handout's own try-it cells call the exercise stubs: expected to stop there.
             except Exception as exc:
                 raise SpecError(
                     f"reference notebook {path} fails in cell {index}: {exc!r}") from exc
@@ -75,7 +81,7 @@ def handout_namespace(spec: AssignmentSpec) -> dict[str, Any]:
     path = spec.notebook_path
     if not path.is_file():
         raise SpecError(f"the student notebook of {spec.name} is not installed: {path}")
-    return dict(_namespace_of(path, path.stat().st_mtime_ns)) | _builtin_helpers()
+    return dict(_namespace_of(path, path.stat().st_mtime_ns, handout=True)) | _builtin_helpers()
 
 
 def with_substitutes(namespace: dict[str, Any], substitutes: dict[str, Callable[..., Any]]

@@ -107,7 +107,7 @@ class Detector(StrEnum):
     VALUE = "value"  # every result equals the mistaken variant's `value` expression
     SCALAR_ONLY = "scalar_only"  # numbers on scalar cases, an exception on every array case
     RETURNS_NONE_MUTATED = "returns_none_mutated"  # returns None, changed an argument in place
-    COLUMN_SHAPE = "column_shape"  # array results with extra dimensions (a column broadcast)
+    COLUMN_SHAPE = "column_shape"  # array results shaped as a column, or broadcast against one
     BATCH_SUMMED = "batch_summed"  # one number where a batch of results is expected
 
 
