@@ -15,6 +15,7 @@ import csv
 import fcntl
 import hashlib
 import io
+import json
 import os
 import secrets
 import shutil
@@ -29,11 +30,13 @@ from pathlib import Path, PurePosixPath
 from grader import __version__
 from grader.cases import derive_seed
 from grader.console import ClassConsole, Verbosity
+from grader.exports import feedback_html, gradescope_results, write_summary_png
 from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
 from grader.report import Report
 from grader.runner import KernelManagerFactory, Limits
+from grader.sandbox import SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
@@ -223,11 +226,19 @@ def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
     return out.getvalue()
 
 
-def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentSpec) -> None:
-    """Every file a class run leaves in OUT, from the gradebook's reports of this source."""
+def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentSpec,
+                        gradescope: bool = False) -> None:
+    """Every file a class run leaves in OUT, from the gradebook's reports of this source:
+    per student a JSON report, an HTML feedback page (and Gradescope results when asked);
+    for the class grades.csv and summary.png."""
     for student, report in reports.items():
         _write_if_changed(out / f"{student}.json", report.model_dump_json(indent=2))
+        _write_if_changed(out / f"{student}.html", feedback_html(report, spec.title))
+        if gradescope:
+            _write_if_changed(out / f"{student}.gradescope.json",
+                              json.dumps(gradescope_results(report), indent=2))
     _write_if_changed(out / "grades.csv", grades_csv(reports, spec))
+    write_summary_png(out / "summary.png", reports, spec)
 
 
 def _several_notebooks(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
@@ -245,9 +256,9 @@ class ClassRun:
     spec: AssignmentSpec
     limits: Limits
     jobs: int
-    salt: str = ""
-    km_factory: KernelManagerFactory | None = None  # None: the sandbox limits.sandbox picks
-    sandbox: str = "none"
+    salt: str
+    km_factory: KernelManagerFactory
+    sandbox: str
     failures: list[str] = field(default_factory=list)
 
     async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
@@ -300,7 +311,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
                 salt: str = "", jobs: int | None = None, force: bool = False,
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
                 km_factory: KernelManagerFactory | None = None,
-                sandbox: str = "none") -> int:
+                sandbox: str = "none", gradescope: bool = False) -> int:
     """Grade every submission in `source` into `out`; 0 when each got a report.
 
     Raises SourceError for an unusable source, output folder or reference.
@@ -310,6 +321,13 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
+    if km_factory is None:
+        # Chosen once for the class: choosing probes the machine, which costs a process start.
+        try:
+            box = choose_sandbox(limits.sandbox)
+        except SandboxUnavailable as exc:
+            raise SourceError(str(exc)) from None
+        km_factory, sandbox = box.factory(limits), box.name
     run = ClassRun(spec, limits, max(1, jobs or os.cpu_count() or 1), salt, km_factory, sandbox)
     with open_source(source) as folder:
         submissions = find_submissions(folder)
@@ -322,7 +340,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         with _exclusive(out), _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
             _remove_partial_files(out)
             reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
-    write_class_outputs(out, reports, spec)
+    write_class_outputs(out, reports, spec, gradescope=gradescope)
     return 0
 
 

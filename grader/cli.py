@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from grader import __version__
 from grader.cases import derive_seed
+from grader.exports import gradescope_results
 from grader.grade import grade_notebook, limits_for
-from grader.report import Report, TestStatus
+from grader.present import print_report
+from grader.report import Report
 from grader.runner import Limits
 from grader.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError, find_spec
@@ -79,7 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "marks, 2 when it could not be graded (unreadable file, bad arguments).")
     check.add_argument("notebook", type=Path, metavar="NOTEBOOK")
     _add_grading_options(check)
-    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--format", choices=["text", "json", "gradescope"], default="text",
+                       help="text: a table per function (default); json: the report; "
+                            "gradescope: Gradescope's results.json")
+    check.add_argument("--json", action="store_const", const="json", dest="format",
+                       help="same as --format json")
+    check.add_argument("--public", action="store_true",
+                       help="self-check without the answer key: worked examples, finite-"
+                            "difference and property checks only (automatic when the "
+                            "assignment's solution is not installed)")
     check.add_argument("--seed", type=int,
                        help="seed for the random cases (default: derived from the assignment "
                             "and the file name, so a re-run replays the same cases)")
@@ -113,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print nothing but warnings and errors")
     talk.add_argument("--verbose", "-v", action="store_true",
                       help="print a line per submission as its report comes in")
+    grade.add_argument("--format", choices=["json", "gradescope"], default="json",
+                       help="gradescope: also write OUT/<student>.gradescope.json, Gradescope's "
+                            "results.json (OUT/<student>.json, .html, grades.csv and "
+                            "summary.png are always written)")
     grade.set_defaults(run=_cmd_grade)
 
     assign = sub.add_parser(
@@ -151,8 +166,6 @@ def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> Assignm
 
 
 def _assignment_in_metadata(notebook: Path) -> str | None:
-    import json
-
     try:
         meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
         name = meta.get("grader", {}).get("assignment")
@@ -161,30 +174,19 @@ def _assignment_in_metadata(notebook: Path) -> str | None:
     return name if isinstance(name, str) and name.isidentifier() else None
 
 
-def _summary(report: Report) -> str:
-    lines = [f"{report.submission}: {report.assignment}"]
-    if report.status == "invalid":
-        lines.append(f"  could not be graded: {report.reason}")
-        return "\n".join(lines)
-    for function, (score, top) in report.function_scores().items():
-        lines.append(f"  {function:<20} {score:g}/{top:g}")
-        for t in report.tests:
-            if t.function == function and t.status is not TestStatus.PASSED:
-                lines.append(f"    - {t.name} [{t.status.value}]: {t.feedback}")
-    for cell in report.cells:
-        lines.append(f"  note: cell {cell.cell} ({cell.problem}): {cell.message}")
-    lines.append(f"  score {report.score:g}/{report.max_score:g} (seed {report.seed})")
-    return "\n".join(lines)
-
-
 def _cmd_check(args: argparse.Namespace) -> int:
     if not args.notebook.is_file():
         raise UsageError(f"no such file: {args.notebook}")
     spec = _spec_for(args, args.notebook)
     seed = args.seed if args.seed is not None else derive_seed(spec.name, args.notebook.stem)
     limits = _limits(args, spec)
-    report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits))
-    print(report.model_dump_json(indent=2) if args.json else _summary(report))
+    report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits, public=args.public))
+    if args.format == "json":
+        print(report.model_dump_json(indent=2))
+    elif args.format == "gradescope":
+        print(json.dumps(gradescope_results(report), indent=2))
+    else:
+        print_report(report)
     if report.status == "invalid":
         return EXIT_UNGRADABLE
     return EXIT_FULL if report.score >= report.max_score else EXIT_PARTIAL
@@ -207,7 +209,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     try:
         return grade_class(args.source, args.out, spec, limits, salt=args.salt, jobs=args.jobs,
-                           force=args.force, gradebook=args.gradebook, verbosity=verbosity)
+                           force=args.force, gradebook=args.gradebook, verbosity=verbosity,
+                           gradescope=args.format == "gradescope")
     except SourceError as exc:
         raise UsageError(str(exc)) from None
 
@@ -250,8 +253,6 @@ def _cmd_assign(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    import json
-
     print(json.dumps(Report.model_json_schema(), indent=2))
     return 0
 

@@ -1,0 +1,80 @@
+"""`grader check` on screen: a table per function with pass marks, points and hints.
+
+A terminal gets a rich table; a pipe or a file gets the same content as plain text, so that
+logs and tests read it without escape codes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from grader.report import Report, TestStatus
+
+_MARK = {True: "✓", False: "✗"}
+
+
+def _rows(report: Report, function: str) -> list[tuple[bool, str, str, str]]:
+    """(passed, test, points, feedback) for each test of a function; a known mistake leads."""
+    rows = []
+    for t in report.tests:
+        if t.function != function:
+            continue
+        note = f"[{t.mistake}] {t.feedback}" if t.mistake else t.feedback
+        rows.append((t.status is TestStatus.PASSED, t.name.split(": ", 1)[-1],
+                     f"{t.score:g}/{t.max_score:g}", note))
+    return rows
+
+
+def _header(report: Report) -> list[str]:
+    lines = [f"{report.submission} ({report.assignment}): "
+             f"{report.score:g}/{report.max_score:g} points"]
+    if report.mode == "public":
+        lines.append("Self-check without the answer key: worked examples, finite-difference and "
+                     "property checks only.")
+    if report.status == "invalid":
+        lines.append(f"Could not be graded: {report.reason}")
+    return lines
+
+
+def plain_text(report: Report) -> str:
+    """The report as plain text: a block per function, one line per test."""
+    lines = _header(report)
+    for function, (score, top) in report.function_scores().items():
+        lines.append(f"{function}  {score:g}/{top:g}")
+        for ok, name, points, note in _rows(report, function):
+            lines.append(f"  {_MARK[ok]} {points:>7}  {name}")
+            if note:
+                lines.append(f"      {note}")
+    lines += [f"note: cell {c.cell} ({c.problem}): {c.message}" for c in report.cells]
+    lines.append(f"seed {report.seed}")
+    return "\n".join(lines)
+
+
+def print_report(report: Report, stream: TextIO | None = None) -> None:
+    """Print the report for a person: rich tables on a terminal, plain text otherwise."""
+    stream = stream or sys.stdout
+    console = Console(file=stream, highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        print(plain_text(report), file=stream)
+        return
+    for line in _header(report):
+        console.print(escape(line), style="bold")
+    for function, (score, top) in report.function_scores().items():
+        table = Table(title=f"{function}  {score:g}/{top:g}", title_justify="left",
+                      show_lines=False, expand=True)
+        table.add_column("", width=1)
+        table.add_column("test", ratio=2)
+        table.add_column("points", justify="right", no_wrap=True)
+        table.add_column("hint", ratio=5)
+        for ok, name, points, note in _rows(report, function):
+            table.add_row(f"[green]{_MARK[ok]}[/]" if ok else f"[red]{_MARK[ok]}[/]",
+                          escape(name), points, escape(note))
+        console.print(table)
+    for c in report.cells:
+        console.print(escape(f"note: cell {c.cell} ({c.problem}): {c.message}"))
+    console.print(f"seed {report.seed}", style="dim")
