@@ -80,8 +80,8 @@ table { border-collapse: collapse; width: 100%; margin: 0.5em 0; }
 th, td { text-align: left; vertical-align: top; padding: 0.35em 0.6em;
          border-bottom: 1px solid #e4e4e4; }
 th { background: #f4f4f4; }
-.passed { color: #1a7f37; font-weight: bold; }
-.failed { color: #b42318; font-weight: bold; }
+.passed { color: #1a7f37; font-weight: bold; white-space: nowrap; }
+.failed { color: #b42318; font-weight: bold; white-space: nowrap; }
 .mistake { font-family: monospace; font-size: 0.9em; color: #6b4a00; }
 .cases td, .cases th { font-family: monospace; font-size: 0.9em; }
 .note { background: #fff8e1; padding: 0.6em 0.8em; border-left: 4px solid #e0a800; }

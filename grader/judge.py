@@ -439,9 +439,9 @@ def _credit_note(f: FunctionSpec, inherited: dict[int, str], scope: Sequence[int
     if not names:
         return ""
     which = " and ".join(names)
-    return (f" Where {f.name} is off, it is only because your own {which} is: with the values "
-            f"{'they' if len(names) > 1 else 'it'} returned, {f.name} is right, so it keeps "
-            f"these points (fix {which} and both will pass).")
+    return (f" Where {f.name} goes wrong, the cause is your own {which}: from what "
+            f"{'they' if len(names) > 1 else 'it'} returned (or raised), {f.name} does the "
+            f"right thing, so it keeps these points. Fixing {which} fixes both.")
 
 
 def _sentences(first: str, second: str) -> str:
