@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -179,6 +180,16 @@ def spec_hash(spec: AssignmentSpec) -> str:
                           ).hexdigest()
 
 
+@functools.cache
+def grader_build() -> str:
+    """The grader version plus a digest of its code: a fix without a version bump regrades too."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.glob("*.py")):
+        digest.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:16]}"
+
+
 def student_seed(spec: AssignmentSpec, student: str, salt: str = "") -> int:
     """The seed of a student's cases; without a salt, the one `grader check` uses for the file."""
     return derive_seed(spec.name, student, salt) if salt else derive_seed(spec.name, student)
@@ -201,10 +212,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def _write_if_changed(path: Path, text: str) -> None:
     # A re-run rewrites nothing that is already right: cheaper than an fsync per student.
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        if path.read_text(encoding="utf-8") == text:
-            return
-    write_atomic(path, text)
+    if _read_text(path) != text:
+        write_atomic(path, text)
 
 
 def _remove_partial_files(out: Path) -> None:
@@ -238,7 +247,26 @@ def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentS
             _write_if_changed(out / f"{student}.gradescope.json",
                               json.dumps(gradescope_results(report), indent=2))
     _write_if_changed(out / "grades.csv", grades_csv(reports, spec))
-    write_summary_png(out / "summary.png", reports, spec)
+    # The picture takes seconds to draw; a re-run that changed no report keeps it. The stamp
+    # is written after the picture, so a run killed in between draws it again.
+    stamp, fingerprint = out / ".summary.png.source", _class_fingerprint(reports, spec)
+    if not (out / "summary.png").is_file() or _read_text(stamp) != fingerprint:
+        write_summary_png(out / "summary.png", reports, spec)
+        write_atomic(stamp, fingerprint)
+
+
+def _class_fingerprint(reports: dict[str, Report], spec: AssignmentSpec) -> str:
+    digest = hashlib.sha256(spec.digest.encode())
+    for student, report in sorted(reports.items()):
+        digest.update(f"{student}\0{report.model_dump_json()}\0".encode())
+    return digest.hexdigest()
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _several_notebooks(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
@@ -257,7 +285,7 @@ class ClassRun:
     limits: Limits
     jobs: int
     salt: str
-    km_factory: KernelManagerFactory
+    km_factory: KernelManagerFactory | None  # None: the sandbox limits.sandbox names
     sandbox: str
     failures: list[str] = field(default_factory=list)
 
@@ -283,6 +311,16 @@ class ClassRun:
                         done: Callable[[Submission, GradingKey, Report, str, bool], None]
                         ) -> None:
         """Grade `todo` with at most `jobs` kernels at once; `done` is called as each finishes."""
+        if not todo:
+            return
+        if self.km_factory is None:
+            # Chosen once for the class, and only when a kernel is needed: choosing probes the
+            # machine, which costs a process start.
+            try:
+                box = choose_sandbox(self.limits.sandbox)
+            except SandboxUnavailable as exc:
+                raise SourceError(str(exc)) from None
+            self.km_factory, self.sandbox = box.factory(self.limits), box.name
         pending = iter(todo)
 
         async def worker() -> None:
@@ -321,13 +359,6 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
-    if km_factory is None:
-        # Chosen once for the class: choosing probes the machine, which costs a process start.
-        try:
-            box = choose_sandbox(limits.sandbox)
-        except SandboxUnavailable as exc:
-            raise SourceError(str(exc)) from None
-        km_factory, sandbox = box.factory(limits), box.name
     run = ClassRun(spec, limits, max(1, jobs or os.cpu_count() or 1), salt, km_factory, sandbox)
     with open_source(source) as folder:
         submissions = find_submissions(folder)
@@ -361,7 +392,7 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
     reports: dict[str, Report] = {}
     todo: list[tuple[Submission, GradingKey]] = []
     for student, submission in submissions.items():
-        key = GradingKey(submission.content_hash(), __version__, spec_key,
+        key = GradingKey(submission.content_hash(), grader_build(), spec_key,
                          student_seed(run.spec, student, run.salt))
         entry = stored.get(student)
         if entry is not None and entry.key == key and not force:
