@@ -180,7 +180,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     spec = _spec_for(args, args.notebook)
     seed = args.seed if args.seed is not None else derive_seed(spec.name, args.notebook.stem)
     limits = _limits(args, spec)
-    report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits, public=args.public))
+    try:
+        report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
+                                            public=args.public))
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
     if args.format == "json":
         print(report.model_dump_json(indent=2))
     elif args.format == "gradescope":

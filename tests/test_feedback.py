@@ -170,3 +170,14 @@ def test_check_prints_a_table_with_points_and_hints(tmp_path, capsys):
     assert "update  " in out and "✗" in out and "✓" in out
     assert "[update.gradient_ascent]" in out
     assert "Gradient descent steps the opposite way" in out
+
+
+def test_the_example_class_gets_the_mistakes_its_readme_promises(grade):
+    rows = [line.split("|") for line in (ROOT / "examples" / "README.md").read_text().splitlines()
+            if line.startswith("| `")]
+    assert len(rows) == 10
+    for row in rows:
+        student, promised = row[1].strip(" `"), row[4].strip(" `")
+        report = grade(ROOT / "examples" / "submissions" / f"{student}.ipynb")
+        named = {t.mistake for t in report.tests} - {None}
+        assert named == ({promised} if promised != "—" else set()), student
