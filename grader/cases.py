@@ -111,7 +111,9 @@ def _fill(spec: AssignmentSpec, namespace: dict[str, Any], given: dict[str, Any]
 
 
 def _as_value(raw: Any) -> Any:
-    return float(raw) if isinstance(raw, int | float) else np.asarray(raw, dtype=float)
+    if isinstance(raw, int | float):
+        return raw if isinstance(raw, int) else float(raw)
+    return np.asarray(raw, dtype=float)
 
 
 def make_cases(spec: AssignmentSpec, namespace: dict[str, Any], seed: int) -> list[Case]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.cases import Case
+from grader.cases import Case, Code
 from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
 from grader.reference import evaluate, with_substitutes
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
@@ -93,6 +93,8 @@ def describe(value: Plain) -> str:
 
 def fmt(value: Any) -> str:
     """A compact, readable rendering of a number, an array, a dict or a sequence of them."""
+    if isinstance(value, Code):
+        return repr(value)
     value = plain(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"

@@ -11,8 +11,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# A value written in a spec: a number, or a list (of lists) of numbers for an array.
-SpecValue = float | list[float] | list[list[float]]
+# A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
+# stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.
+SpecValue = int | float | list[float] | list[list[float]]
 
 
 class SpecError(Exception):
