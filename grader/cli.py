@@ -54,12 +54,15 @@ def _add_grading_options(p: argparse.ArgumentParser) -> None:
                         f"(default {Limits.output_bytes})")
 
 
-def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> Limits:
-    """The limits the grading options ask for; the sandbox is chosen (and checked) here, once."""
-    try:
-        sandbox = choose_sandbox(args.sandbox).name
-    except SandboxUnavailable as exc:
-        raise UsageError(str(exc)) from None
+def _limits(args: argparse.Namespace, spec: AssignmentSpec, choose: bool = True) -> Limits:
+    """The limits the grading options ask for; the sandbox is chosen (and checked) here, once,
+    unless `choose` is False: then the caller chooses it when it first needs a kernel."""
+    sandbox = args.sandbox
+    if choose:
+        try:
+            sandbox = choose_sandbox(args.sandbox).name
+        except SandboxUnavailable as exc:
+            raise UsageError(str(exc)) from None
     mib = 1 << 20
     return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=sandbox,
                       memory_bytes=args.memory and args.memory * mib, cpu_s=args.cpu_time,
@@ -208,7 +211,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.console import Verbosity
 
     spec = _spec_for(args)
-    limits = _limits(args, spec)
+    # A re-run with nothing left to grade needs no kernel, so no costly sandbox probe.
+    limits = _limits(args, spec, choose=False)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     try:
