@@ -51,11 +51,12 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
 
     def _encode_value(value, depth=0):
         # A dict of numbers/arrays, or a tuple/list holding dicts or arrays of different shapes;
-        # anything else is a single number or array. Plain dicts/lists/tuples only, no subclasses.
+        # anything else is a single number or array. A dict subclass (OrderedDict) is read
+        # through dict's own methods, so no override of the student's decides what it holds.
         kind = type(value)
-        if kind is dict and depth < 2:
-            if len(value) > max_entries or any(type(k) is not str or len(k) > 100
-                                               for k in value):
+        if isinstance(value, dict) and depth < 2:
+            keys = list(dict.keys(value))
+            if len(keys) > max_entries or any(type(k) is not str or len(k) > 100 for k in keys):
                 return {"kind": "unsupported", "type": "dict"}
             entries = {}
             for key, item in dict.items(value):
@@ -65,7 +66,7 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
                             "type": "dict of " + encoded.get("type", encoded["kind"])}
                 entries[key] = encoded
             return _capped({"kind": "dict", "type": "dict", "entries": entries})
-        if kind in (tuple, list) and depth == 0 and any(type(v) is dict for v in value):
+        if kind in (tuple, list) and depth == 0 and any(isinstance(v, dict) for v in value):
             if len(value) > max_entries:
                 return {"kind": "unsupported", "type": kind.__name__}
             items = [_encode_value(item, depth + 1) for item in value]

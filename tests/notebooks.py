@@ -32,17 +32,20 @@ def fill(nb: nbformat.NotebookNode, function: str, body: str) -> None:
 
 def submission(folder: Path, name: str = "student", *, bodies: dict[str, str] | None = None,
                complete: bool = True, extra_cells: list[str] = (),
-               cells_before: list[str] = (), kernel: str | None = None) -> Path:
+               cells_before: list[str] = (), kernel: str | None = None,
+               notebook: Path = ASSIGNMENT, correct: dict[str, str] = CORRECT) -> Path:
     """A student notebook: the assignment with `bodies` (correct ones for the rest if complete).
 
     extra_cells are appended after the last cell; cells_before are inserted before the first
-    exercise, so they run before any student function is defined.
+    exercise, so they run before any student function is defined. `notebook` and `correct`
+    choose another assignment's student notebook and its correct bodies.
     """
-    nb = nbformat.read(ASSIGNMENT, as_version=4)
-    chosen = (dict(CORRECT) if complete else {}) | (bodies or {})
+    nb = nbformat.read(notebook, as_version=4)
+    first_exercise = next(i for i, c in enumerate(nb.cells)
+                          if c.cell_type == "code" and STUB in c.source)
+    chosen = (dict(correct) if complete else {}) | (bodies or {})
     for function, body in chosen.items():
         fill(nb, function, body)
-    first_exercise = next(i for i, c in enumerate(nb.cells) if "def sigmoid_prime(" in c.source)
     for offset, source in enumerate(cells_before):
         nb.cells.insert(first_exercise + offset, nbformat.v4.new_code_cell(source))
     nb.cells.extend(nbformat.v4.new_code_cell(s) for s in extra_cells)
