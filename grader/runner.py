@@ -22,14 +22,10 @@ from typing import Any
 
 import nbformat
 import numpy as np
-import zmq
-import zmq.asyncio
-from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
-from traitlets import DottedObjectName, Integer
 
 from grader.cases import Code
 from grader.report import CellProblem
@@ -62,8 +58,6 @@ class Limits:
     file_bytes: int = 64 << 20
     processes: int = 64
     disk_bytes: int = 128 << 20
-    # Larger messages from the kernel are refused by the sockets before they are read.
-    message_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -87,24 +81,8 @@ class Observations:
 KernelManagerFactory = Callable[[Path, Path], AsyncKernelManager]
 
 
-class CappedKernelClient(AsyncKernelClient):
-    """A kernel client whose sockets drop any message above its manager's max_message_bytes.
-
-    ZeroMQ enforces the cap while receiving, so a huge message from a hostile kernel never
-    reaches the grader's memory; the sender is disconnected and reconnects for later messages.
-    """
-
-    def _context_default(self) -> zmq.asyncio.Context:
-        context = super()._context_default()
-        context.setsockopt(zmq.MAXMSGSIZE, getattr(self.parent, "max_message_bytes", -1))
-        return context
-
-
 class GraderKernelManager(AsyncKernelManager):
-    """A kernel manager whose clients cap the size of the messages they accept."""
-
-    max_message_bytes = Integer(Limits.message_bytes)
-    client_class = DottedObjectName("grader.runner.CappedKernelClient")
+    """A kernel manager that keeps the kernel's own stdio away from the grader."""
 
     async def start_kernel(self, **kw: Any) -> None:
         """Start the kernel with its stdout and stderr discarded.
@@ -219,10 +197,8 @@ class KernelSession:
         self._run: str | None = None
 
     async def start(self) -> None:
-        km = self._km_factory(self._runtime, self._workdir)
-        if isinstance(km, GraderKernelManager):
-            km.max_message_bytes = self._limits.message_bytes
-        client = _Client(self._nb, km, self._limits, self._workdir)
+        client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
+                         self._workdir)
         self._client = client
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()

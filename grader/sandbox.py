@@ -184,7 +184,7 @@ def bwrap_argv(ipc: Path, workdir: Path, limits: Limits, uid: int) -> list[str]:
     tmpfs_size = ["--size", str(limits.disk_bytes)]
     argv += ["--perms", "1777", *tmpfs_size, "--tmpfs", "/tmp",
              "--perms", "0755", "--dir", "/home", "--perms", "1777", *tmpfs_size, "--tmpfs", HOME]
-    made: set[Path] = set()
+    made: set[Path] = {Path("/tmp"), Path("/home"), Path(HOME)}
 
     def bind(kind: str, path: Path, dest: Path | None = None) -> None:
         # bubblewrap creates missing parents as 0700; the kernel's uid must traverse them.
