@@ -20,6 +20,7 @@ from grader.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError, find_spec
 
 EXIT_FULL, EXIT_PARTIAL, EXIT_UNGRADABLE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C
 
 
 class UsageError(Exception):
@@ -221,6 +222,11 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                            gradescope=args.format == "gradescope")
     except SourceError as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        # Every report judged so far is committed; the same command finishes the rest.
+        print("grader: interrupted; run the same command again to grade the rest",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -338,3 +339,20 @@ def test_unusable_sources_exit_2(tmp_path, capsys):
     assert bad_jobs.value.code == 2
     err = capsys.readouterr().err
     assert "no such folder or zip" in err and "no notebooks" in err and "zip archive" in err
+
+
+def test_verbose_lists_each_submission_and_quiet_prints_nothing(tmp_path, capsys):
+    source = tmp_path / "class"
+    source.mkdir()
+    for name in ("xavier", "yvonne"):
+        (source / f"{name}.ipynb").write_text("{")  # unreadable: reports without a kernel
+    args = ["grade", str(source), "--out", str(tmp_path / "out"),
+            "--assignment", "derivative_calculation"]
+    assert main([*args, "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^xavier\s+0/\d+\s+invalid", out, re.MULTILINE)
+    assert "Failures by status" in out and "invalid (submissions)" in out
+    assert main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main([*args, "-v"]) == 0
+    assert re.search(r"^yvonne .*\(kept\)$", capsys.readouterr().out, re.MULTILINE)
