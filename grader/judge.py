@@ -255,12 +255,11 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                       max_error=max_error, details=details)
 
 
-def numerical_gradient(func: Callable[[np.ndarray], Any], at: Any,
-                       shape: tuple[int, ...]) -> np.ndarray:
-    """Central-difference gradient of sum(func(v)) at v = `at` broadcast to `shape`."""
-    base = np.array(np.broadcast_to(np.asarray(at, dtype=np.float64), shape))
-    grad = np.empty(shape, dtype=np.float64)
-    for idx in np.ndindex(shape):
+def numerical_gradient(func: Callable[[np.ndarray], Any], at: Any) -> np.ndarray:
+    """Central-difference gradient of sum(func(v)) with respect to every entry of v, at `at`."""
+    base = np.array(at, dtype=np.float64)
+    grad = np.empty(base.shape, dtype=np.float64)
+    for idx in np.ndindex(base.shape):
         h = FD_STEP * max(1.0, abs(float(base[idx])))
         plus, minus = base.copy(), base.copy()
         plus[idx] += h
@@ -297,18 +296,20 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
     worst = 0.0
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for case, got in values:
-        try:
-            analytic = np.asarray(
-                evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
-        except _DOES_NOT_FIT:
-            return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
-                              feedback=f"{f.name} returned {describe(got)}, which does "
-                              "not fit the shape of its inputs.")
 
         def of(perturbed: np.ndarray, case: Case = case) -> Any:
             return evaluate(check.of, namespace, **(case.variables | {check.wrt: perturbed}))
 
-        numeric = numerical_gradient(of, case.variables[check.wrt], analytic.shape)
+        try:
+            analytic = np.asarray(
+                evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
+            numeric = numerical_gradient(of, case.variables[check.wrt])
+            if numeric.shape != analytic.shape:
+                raise ValueError("a gradient has the shape of the variable it is taken against")
+        except _DOES_NOT_FIT:
+            return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
+                              feedback=f"{f.name} returned {describe(got)}, which does "
+                              "not fit the shape of its inputs.")
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
         worst = max(worst, float(np.max(rel, initial=0.0)))
         pairs.append((analytic, numeric))
