@@ -4,7 +4,7 @@ Builds N synthetic submissions from the example class (mixed correct and wrong w
 one after another in this process's lifetime:
 
 1. plain nbclient, sequentially: the floor of doing the work naively;
-2. `grader grade --jobs 1`;
+2. `grader grade --jobs 1`, with the default sandbox and with `--sandbox none`;
 3. `grader grade` with the default jobs;
 4. the same command again over the already graded folder;
 5. `grader grade` with the default jobs on a class of BIG_N, for the grader's peak memory.
@@ -157,6 +157,9 @@ def main() -> None:
         print(f"plain nbclient, sequential      {plain:8.1f} s", flush=True)
         one = grader(work / "class", work / "out-1", "--jobs", "1")
         print(f"grader grade --jobs 1           {one.seconds:8.1f} s", flush=True)
+        # The same without the sandbox: what grading itself adds to executing.
+        bare = grader(work / "class", work / "out-bare", "--jobs", "1", "--sandbox", "none")
+        print(f"  the same, --sandbox none      {bare.seconds:8.1f} s", flush=True)
         default = grader(work / "class", work / "out")
         print(f"grader grade (default jobs)     {default.seconds:8.1f} s", flush=True)
         again = grader(work / "class", work / "out")
@@ -171,6 +174,7 @@ def main() -> None:
     rows = [
         ("default jobs / plain nbclient", default.seconds / plain, 0.6),
         ("--jobs 1 / plain nbclient", one.seconds / plain, 1.15),
+        ("  --sandbox none", bare.seconds / plain, 1.15),
         ("re-run / first run", again.seconds / default.seconds, 0.05),
         (f"peak RSS N={big_n} / N={n}", big.maxrss_mib / default.maxrss_mib, 1.2),
     ]
