@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/grader grade examples/submissions --out out/demo --assignment derivative_calculation
+	$(BIN)/grader grade examples/submissions --out out/demo --assignment derivative_calculation --verbose
 
 test: $(STAMP)
 	$(BIN)/ruff check grader tests
