@@ -32,6 +32,35 @@ from grader.report import CellProblem
 from grader.values import MAX_ENTRIES, Call, CallMessage, KernelDied, Missing, Raised, Timeout
 
 HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
+# Runs before the student's first cell. ipykernel sends one print as one iopub message, which
+# the grader must decode whole before its output cap can drop it; writes cut into pieces keep
+# every message small, so an accidental 50 MB print costs the grader no memory. (A notebook can
+# undo this, but then it only wastes the grader's time on its own grade.)
+STREAM_CHUNKS = """
+def __grader_chunk_streams__(size):
+    import sys
+    for stream in (sys.stdout, sys.stderr):
+        base = type(stream)
+        write = base.write
+        def chunked(self, text, write=write):
+            if not isinstance(text, str) or len(text) <= size:
+                return write(self, text)
+            for start in range(0, len(text), size):
+                write(self, text[start:start + size])
+                self.flush()
+            return len(text)
+        # IPython wraps `stream.write` around every cell and then restores the plain method it
+        # found; a property on the stream's class keeps the chunking under both.
+        def get(self, chunked=chunked):
+            return self.__dict__.get("_outer_write") or chunked.__get__(self)
+        def put(self, value, write=write):
+            plain = getattr(value, "__func__", None) is write
+            self.__dict__["_outer_write"] = None if plain else value
+        stream.__dict__.pop("write", None)
+        stream.__class__ = type(base.__name__, (base,), {"write": property(get, put)})
+__grader_chunk_streams__(1 << 12)
+del __grader_chunk_streams__
+"""
 MIME = "application/vnd.backprop-grader.result+json"
 _TIMEOUT_MARK = "GraderCellTimeout"
 
@@ -203,6 +232,8 @@ class KernelSession:
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()
         self._run = None
+        await self._execute(STREAM_CHUNKS, lambda _msg: None,
+                            deadline_s=self._limits.startup_timeout_s)
 
     async def stop(self) -> None:
         client, self._client = self._client, None

@@ -262,8 +262,6 @@ def _peak_rss_kib(notebook: Path, out: Path) -> tuple[int, dict]:
     return int(done.stdout.split()[-1]), json.loads(out.read_text())
 
 
-@pytest.mark.xfail(strict=True, reason="ipykernel sends one print as one iopub message and "
-                   "jupyter_client decodes it whole before the output cap sees it")
 def test_a_50_mb_print_costs_the_grader_no_memory(tmp_path):
     quiet = submission(tmp_path, "quiet")
     loud = submission(tmp_path, "loud", extra_cells=[
