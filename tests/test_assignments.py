@@ -6,9 +6,13 @@ Each notebook runs in one real kernel, once per test session.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import builtins
+import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.authoring import build_student_notebook
@@ -16,7 +20,7 @@ from grader.cases import derive_seed
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestKind, TestStatus
-from grader.spec import AssignmentSpec, load_spec
+from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, load_spec
 from tests.notebooks import ROOT
 
 SPECS = sorted((ROOT / "assignments").glob("*.toml"))
@@ -28,8 +32,23 @@ def spec(request: pytest.FixtureRequest) -> AssignmentSpec:
 
 
 def _grade(path: Path, spec: AssignmentSpec) -> Report:
+    return _grade_all([path], spec)[0]
+
+
+def _grade_all(paths: list[Path], spec: AssignmentSpec) -> list[Report]:
     seed = derive_seed(spec.name, "assignment-ci")
-    return asyncio.run(grade_notebook(path, spec, seed, limits_for(spec)))
+
+    async def run() -> list[Report]:
+        # Two kernels at a time: the runner gives each its own sockets, and CI has two cores.
+        slots = asyncio.Semaphore(2)
+
+        async def one(path: Path) -> Report:
+            async with slots:
+                return await grade_notebook(path, spec, seed, limits_for(spec))
+
+        return await asyncio.gather(*(one(p) for p in paths))
+
+    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +108,77 @@ def test_student_notebook_scores_zero_with_every_test_not_implemented(student_re
     assert {t.status for t in student_report.tests} == {TestStatus.NOT_IMPLEMENTED}, [
         (t.name, t.status) for t in student_report.tests
         if t.status is not TestStatus.NOT_IMPLEMENTED]
+
+
+def _solution_def(spec: AssignmentSpec, name: str) -> ast.FunctionDef:
+    nb = nbformat.read(spec.reference_path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.FunctionDef) and node.name == name:
+                    return node
+    raise LookupError(f"{spec.reference_path} does not define {name}")
+
+
+def mistaken_variant(spec: AssignmentSpec, f: FunctionSpec, m: Mistake) -> str:
+    """A cell that redefines `f` the way a student making mistake `m` would have written it.
+
+    A `value` mistake returns its expression, computed from the function's own arguments; the
+    other detectors wrap the solution's function in the failure they describe.
+    """
+    node = _solution_def(spec, f.name)
+    params = ", ".join(a.arg for a in [*node.args.posonlyargs, *node.args.args])
+    header = f"def {f.name}({params}):\n"
+    if m.detector is Detector.VALUE:
+        # The spec writes the value with case-variable names; bind them to the parameters, and
+        # give all/any/abs the numpy meaning spec expressions have.
+        body = (f"from numpy import abs, all, any\n{', '.join(f.args)}, = {params},\n"
+                f"return {m.value}")
+        return f"import numpy as np\n\n\n{header}" + textwrap.indent(body, "    ")
+    node.name = f"correct_{f.name}"
+    correct = f"result = correct_{f.name}({params})\n"
+    error = m.error or "TypeError"
+    raised = error if isinstance(getattr(builtins, error, None), type) else (
+        f"type({error!r}, (Exception,), {{}})")
+    body = {
+        Detector.SCALAR_ONLY: (
+            f"if any(np.ndim(a) > 0 for a in ({params},)):\n"
+            f"    raise {raised}('only size-1 arrays can be converted to Python scalars')\n"
+            f"{correct}return result"),
+        Detector.RETURNS_NONE_MUTATED: (
+            f"{correct}for a in ({params},):\n"
+            "    if isinstance(a, np.ndarray) and a.shape == np.shape(result):\n"
+            "        a[...] = result\n"
+            "        break\n"
+            "return None"),
+        Detector.COLUMN_SHAPE: f"{correct}return np.asarray(result)[..., np.newaxis]",
+        Detector.BATCH_SUMMED: f"{correct}return float(np.sum(result))",
+    }[m.detector]
+    return (f"import numpy as np\n\n\n{ast.unparse(node)}\n\n\n{header}"
+            + textwrap.indent(body, "    "))
+
+
+def _catalogue(spec: AssignmentSpec) -> list[tuple[FunctionSpec, Mistake]]:
+    # A mistake any function can make is tried on the first function.
+    own = [(f, m) for f in spec.functions for m in f.mistakes]
+    return own + [(spec.functions[0], m) for m in spec.mistakes]
+
+
+def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
+        spec: AssignmentSpec, tmp_path: Path):
+    catalogue = _catalogue(spec)
+    if not catalogue:
+        pytest.skip(f"{spec.name} declares no misconceptions")
+    paths = []
+    solution = nbformat.read(spec.reference_path, as_version=4)
+    for f, m in catalogue:
+        nb = nbformat.from_dict(solution)
+        nb.cells.append(nbformat.v4.new_code_cell(mistaken_variant(spec, f, m)))
+        paths.append(tmp_path / f"{m.id}.ipynb")
+        nbformat.write(nb, paths[-1])
+    missed = []
+    for (f, m), report in zip(catalogue, _grade_all(paths, spec), strict=True):
+        named = {t.mistake for t in report.tests if t.function == f.name}
+        if m.id not in named:
+            missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}")
+    assert not missed, "\n".join(missed)
