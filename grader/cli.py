@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -279,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"grader: error: {exc}", file=sys.stderr)
         return EXIT_UNGRADABLE
+    except BrokenPipeError:
+        # The reader went away (`grader check NB | head`): silence the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PARTIAL
 
 
 if __name__ == "__main__":

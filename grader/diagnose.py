@@ -88,6 +88,36 @@ def _split_by_shape(f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call
     return scalar, array
 
 
+def _constant(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
+              namespace: dict[str, Any]) -> float | None:
+    """The one number `m.value` takes on every case, if it takes only one."""
+    values = _values(calls)
+    if not values:
+        return None
+    seen: list[np.ndarray] = []
+    for case, got in zip(cases, values, strict=True):
+        assert m.value is not None
+        try:
+            seen.append(np.ravel(np.asarray(
+                evaluate(m.value, namespace, result=got, **case.variables), dtype=np.float64)))
+        except Exception:  # a result that does not fit the expression shows no constant
+            return None
+    every = np.concatenate(seen)
+    if every.size < 2 or not np.all(np.isfinite(every)):
+        return None
+    first = float(every[0])
+    return first if np.allclose(every, first, rtol=1e-6, atol=1e-12) else None
+
+
+def recognise(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call],
+              namespace: dict[str, Any], tol: Tolerance) -> str | None:
+    """The hint for mistake `m` when the calls show it, else None."""
+    if m.detector is Detector.CONSTANT:
+        value = _constant(m, cases, calls, namespace) if cases else None
+        return None if value is None else m.hint.format(value=value)
+    return m.hint if detect(m, f, cases, calls, namespace, tol) else None
+
+
 def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call],
            namespace: dict[str, Any], tol: Tolerance) -> bool:
     """Whether the student's calls on `cases` show mistake `m`."""
@@ -119,10 +149,15 @@ def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[C
 
 
 def matching_mistakes(spec: AssignmentSpec, f: FunctionSpec, cases: Sequence[Case],
-                      calls: Sequence[Call], namespace: dict[str, Any]) -> list[Mistake]:
-    """Every catalogue entry of `f` that the calls show, in catalogue order."""
-    return [m for m in spec.mistakes_for(f.name)
-            if detect(m, f, cases, calls, namespace, spec.tolerance)]
+                      calls: Sequence[Call], namespace: dict[str, Any]
+                      ) -> list[tuple[Mistake, str]]:
+    """Every catalogue entry of `f` that the calls show, with its hint, in catalogue order."""
+    found = []
+    for m in spec.mistakes_for(f.name):
+        hint = recognise(m, f, cases, calls, namespace, spec.tolerance)
+        if hint is not None:
+            found.append((m, hint))
+    return found
 
 
 def gradient_relation(analytic: np.ndarray, numeric: np.ndarray) -> str | None:

@@ -248,9 +248,10 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
         return TestResult(**base, score=points, status=TestStatus.PASSED, feedback=feedback,
                           max_error=max_error, details=details)
     count = f"{len(wrong)} of {n} {words}s" if n > 1 else f"the {words}"
-    feedback = f"Wrong on {count}: {wrong[0]}"
-    if not visible and not wrong[0].startswith("expected"):
-        feedback += f" (largest relative error {max_error:.3g})"
+    if wrong[0] == "wrong value":  # a hidden case: only the size of the error may show
+        feedback = f"Wrong on {count} (largest relative error {max_error:.3g})"
+    else:
+        feedback = f"Wrong on {count}: {wrong[0]}"
     return TestResult(**base, score=0, status=TestStatus.FAILED, feedback=feedback + ".",
                       max_error=max_error, details=details)
 
@@ -464,7 +465,7 @@ def _diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
             out.append(t)
         elif found:
             out.append(t.model_copy(update={
-                "mistake": found[0].id, "feedback": _sentences(t.feedback, found[0].hint)}))
+                "mistake": found[0][0].id, "feedback": _sentences(t.feedback, found[0][1])}))
         elif t.status is TestStatus.FAILED:
             out.append(t.model_copy(update={"feedback": _sentences(t.feedback, UNRECOGNISED)}))
         else:

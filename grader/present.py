@@ -18,16 +18,34 @@ from grader.report import Report, TestStatus
 _MARK = {True: "✓", False: "✗"}
 
 
-def _rows(report: Report, function: str) -> list[tuple[bool, str, str, str]]:
-    """(passed, test, points, feedback) for each test of a function; a known mistake leads."""
+def _shared_ending(texts: list[str]) -> str:
+    """The longest run of whole sentences that every text ends with."""
+    if len(texts) < 2:
+        return ""
+    ending = texts[0]
+    while ending and not all(t.endswith(ending) and t != ending for t in texts):
+        _, _, ending = ending.partition(". ")
+    return ending
+
+
+def _rows(report: Report, function: str) -> tuple[list[tuple[bool, str, str, str]], list[str]]:
+    """(passed, test, points, feedback) for each test of a function, and the hints of its known
+    mistakes: a hint that every test naming that mistake repeats is said once, not per test."""
+    tests = [t for t in report.tests if t.function == function]
+    hints: dict[str, str] = {}
+    for mistake in dict.fromkeys(t.mistake for t in tests if t.mistake):
+        hints[mistake] = _shared_ending([t.feedback for t in tests if t.mistake == mistake])
     rows = []
-    for t in report.tests:
-        if t.function != function:
-            continue
-        note = f"[{t.mistake}] {t.feedback}" if t.mistake else t.feedback
+    for t in tests:
+        note = t.feedback
+        hint = hints.get(t.mistake or "", "")
+        if hint:
+            note = f"{note.removesuffix(hint).rstrip()} [{t.mistake}]"
+        elif t.mistake:
+            note = f"[{t.mistake}] {note}"
         rows.append((t.status is TestStatus.PASSED, t.name.split(": ", 1)[-1],
                      f"{t.score:g}/{t.max_score:g}", note))
-    return rows
+    return rows, [f"{mistake}: {hint}" for mistake, hint in hints.items() if hint]
 
 
 def _header(report: Report) -> list[str]:
@@ -46,10 +64,12 @@ def plain_text(report: Report) -> str:
     lines = _header(report)
     for function, (score, top) in report.function_scores().items():
         lines.append(f"{function}  {score:g}/{top:g}")
-        for ok, name, points, note in _rows(report, function):
+        rows, hints = _rows(report, function)
+        for ok, name, points, note in rows:
             lines.append(f"  {_MARK[ok]} {points:>7}  {name}")
             if note:
                 lines.append(f"      {note}")
+        lines += [f"  hint {hint}" for hint in hints]
     lines += [f"note: cell {c.cell} ({c.problem}): {c.message}" for c in report.cells]
     lines.append(f"seed {report.seed}")
     return "\n".join(lines)
@@ -71,10 +91,13 @@ def print_report(report: Report, stream: TextIO | None = None) -> None:
         table.add_column("test", ratio=2)
         table.add_column("points", justify="right", no_wrap=True)
         table.add_column("hint", ratio=5)
-        for ok, name, points, note in _rows(report, function):
+        rows, hints = _rows(report, function)
+        for ok, name, points, note in rows:
             table.add_row(f"[green]{_MARK[ok]}[/]" if ok else f"[red]{_MARK[ok]}[/]",
                           escape(name), points, escape(note))
         console.print(table)
+        for hint in hints:
+            console.print(escape(f"hint {hint}"), style="yellow")
     for c in report.cells:
         console.print(escape(f"note: cell {c.cell} ({c.problem}): {c.message}"))
     console.print(f"seed {report.seed}", style="dim")

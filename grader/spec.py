@@ -110,6 +110,9 @@ class Detector(StrEnum):
     RETURNS_NONE_MUTATED = "returns_none_mutated"  # returns None, changed an argument in place
     COLUMN_SHAPE = "column_shape"  # array results shaped as a column, or broadcast against one
     BATCH_SUMMED = "batch_summed"  # one number where a batch of results is expected
+    # `value`, an expression of `result`, is one and the same number on every case; the hint
+    # may quote it as {value}. It reveals, say, the step size an update really takes.
+    CONSTANT = "constant"
 
 
 MISTAKE_ID = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$"
@@ -123,17 +126,26 @@ class Mistake(_Model):
     detector: Detector = Detector.VALUE
     value: Expression | None = Field(
         default=None, description="For detector 'value': the mistaken variant's result, from "
-        "case variables and the handout's functions (never the answer key).")
+        "case variables and the handout's functions (never the answer key). For detector "
+        "'constant': an expression of `result` that the mistake keeps fixed over all cases.")
     error: str | None = Field(
         default=None, description="For detector 'scalar_only': the exception type array cases "
         "raise (any type when absent).")
+    example: str | None = Field(
+        default=None, description="A body of the function, written with its own parameter "
+        "names, that makes this mistake; the assignment CI proves the detector fires on it. "
+        "Needed for detector 'constant', whose value says what the mistake keeps, not how.")
 
     @model_validator(mode="after")
     def _value_iff_value_detector(self) -> Mistake:
-        if (self.detector is Detector.VALUE) != (self.value is not None):
-            raise ValueError(f"{self.id}: a 'value' expression goes with detector 'value' only")
+        takes_value = self.detector in (Detector.VALUE, Detector.CONSTANT)
+        if takes_value != (self.value is not None):
+            raise ValueError(f"{self.id}: a 'value' expression goes with detectors 'value' and "
+                             "'constant' only, and they need one")
         if self.value is not None:
             _check_expression(self.value)
+        if self.detector is Detector.CONSTANT and self.example is None:
+            raise ValueError(f"{self.id}: detector 'constant' needs an example body")
         return self
 
 

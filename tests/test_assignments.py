@@ -129,6 +129,8 @@ def mistaken_variant(spec: AssignmentSpec, f: FunctionSpec, m: Mistake) -> str:
     node = _solution_def(spec, f.name)
     params = ", ".join(a.arg for a in [*node.args.posonlyargs, *node.args.args])
     header = f"def {f.name}({params}):\n"
+    if m.example is not None:
+        return f"import numpy as np\n\n\n{header}" + textwrap.indent(m.example, "    ")
     if m.detector is Detector.VALUE:
         # The spec writes the value with case-variable names; bind them to the parameters, and
         # give all/any/abs the numpy meaning spec expressions have.

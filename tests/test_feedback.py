@@ -30,6 +30,8 @@ TRIGGERS: dict[str, dict[str, str]] = {
         "delta1": "a1 = sigmoid(z1)\nreturn delta2 * w2 * sigmoid_prime(a1)"},
     "update.gradient_ascent": {"update": "return w + learning_rate * grad"},
     "update.learning_rate_ignored": {"update": "return w - grad"},
+    "update.fixed_step_size": {"update": "lr = 0.05\nreturn w - lr * grad"},
+    "update.scaled_learning_rate": {"update": "return w - learning_rate * grad / 2"},
     "update.in_place_returns_none": {"update": "w -= learning_rate * grad"},
     "shape.column": {"update": "return np.reshape(w - learning_rate * grad, (-1, 1))"},
     "shape.batch_summed": {"delta1": "return np.sum(delta2 * w2 * sigmoid_prime(z1))"},
@@ -56,7 +58,9 @@ def test_each_mistake_is_named_and_no_other(mistake, tmp_path, grade, spec):
     report = grade(submission(tmp_path, bodies=bodies))
     (function,) = bodies
     assert _mistakes(report) == {function: {mistake}}
+    # A hint may quote what was measured ({value}); the words around it must be there.
     hint = next(m.hint for m in spec.mistakes_for(function) if m.id == mistake)
+    hint = max(hint.split("{")[0], hint.split("}")[-1], key=len)
     failing = [t for t in report.tests if t.status is not TestStatus.PASSED]
     assert failing and all(t.function == function for t in failing)
     assert all(t.mistake == mistake and hint in t.feedback for t in failing)
