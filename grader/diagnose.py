@@ -114,7 +114,9 @@ def recognise(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequenc
     """The hint for mistake `m` when the calls show it, else None."""
     if m.detector is Detector.CONSTANT:
         value = _constant(m, cases, calls, namespace) if cases else None
-        return None if value is None else m.hint.format(value=value)
+        if value is None or (m.unless is not None and np.isclose(value, m.unless, rtol=1e-6)):
+            return None
+        return m.hint.format(value=value)
     return m.hint if detect(m, f, cases, calls, namespace, tol) else None
 
 
@@ -128,6 +130,8 @@ def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[C
     if m.detector is Detector.RETURNS_NONE_MUTATED:
         return (all(isinstance(c.outcome, NoneValue) for c in calls)
                 and any(c.mutated for c in calls))
+    if m.detector is Detector.MUTATES_ARGUMENTS:
+        return any(c.mutated and not isinstance(c.outcome, NoneValue) for c in calls)
     scalar, array = _split_by_shape(f, cases, calls)
     if not array:
         return False

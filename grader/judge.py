@@ -106,12 +106,28 @@ def fmt(value: Any) -> str:
     return np.array2string(array, precision=6, threshold=24, separator=", ")
 
 
+def _ordinals(indices: Sequence[int]) -> str:
+    words = ["first", "second", "third", "fourth", "fifth", "sixth"]
+    named = [words[i] if i < len(words) else f"#{i + 1}" for i in indices]
+    return " and ".join(named)
+
+
 def call_verdict(function: str, call: Call, timeout_s: float) -> CaseVerdict:
     """Turn one call's outcome into a plain value or the reason there is none."""
     o = call.outcome
     match o:
+        case Number() | Array() | DictValue() | SequenceValue() if call.mutated:
+            return CaseVerdict(
+                TestStatus.FAILED,
+                f"{function} changed its {_ordinals(call.mutated)} argument in place: the caller's "
+                "value must stay as it was, so compute a new value and return that.")
         case Number() | Array() | DictValue() | SequenceValue():
             return CaseVerdict(TestStatus.PASSED, "", as_plain(o))
+        case Missing() if o.found is not None:
+            return CaseVerdict(
+                TestStatus.MISSING,
+                f"By the end of the notebook, {function} is not a function but a value of type "
+                f"{o.found}: a cell after its definition assigned something else to the name.")
         case Missing():
             return CaseVerdict(
                 TestStatus.MISSING,

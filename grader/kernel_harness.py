@@ -116,17 +116,25 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
     def _emit(payload):
         _publish({mime: {"nonce": nonce, **payload}}, metadata={})
 
-    def _copy(arg):
-        return arg.copy() if isinstance(arg, _np.ndarray) else arg
+    def _unchanged(after, before):
+        # `before` is a private copy the student's code never saw.
+        if isinstance(before, _np.ndarray):
+            return (isinstance(after, _np.ndarray) and after.shape == before.shape
+                    and bool(_np.array_equal(after, before)))
+        if isinstance(before, dict):
+            return (isinstance(after, dict) and list(dict.keys(after)) == list(before)
+                    and all(_unchanged(dict.__getitem__(after, k), v) for k, v in before.items()))
+        return True
 
     def run(name, cases):
         func = namespace.get(name)
         if not callable(func):
-            _emit({"function": name, "case": -1, "outcome": {"kind": "missing"}})
+            found = None if name not in namespace else _text(type(namespace[name]).__name__)
+            _emit({"function": name, "case": -1, "outcome": {"kind": "missing", "found": found}})
             return
-        for index, args in enumerate(cases):
-            args = [_decode(a) for a in args]
-            before = [_copy(a) for a in args]
+        for index, raw in enumerate(cases):
+            args = [_decode(a) for a in raw]
+            before = [_decode(a) for a in raw]
             try:
                 result = func(*args)
             except KeyboardInterrupt:
@@ -139,10 +147,8 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
                            "message": _text(exc)}
             else:
                 outcome = _encode_value(result)
-            mutated = [
-                i for i, (a, b) in enumerate(zip(args, before, strict=True))
-                if isinstance(b, _np.ndarray) and not _np.array_equal(a, b)
-            ]
+            mutated = [i for i, (a, b) in enumerate(zip(args, before, strict=True))
+                       if not _unchanged(a, b)]
             _emit({"function": name, "case": index, "outcome": outcome, "mutated": mutated})
 
     return run

@@ -283,7 +283,7 @@ class KernelSession:
         if self._run is None:
             self._run = await self._install_harness()
         outcomes: dict[int, Call] = {}
-        missing = False
+        missing: Missing | None = None
 
         def receive(msg: dict[str, Any]) -> None:
             nonlocal missing
@@ -299,7 +299,7 @@ class KernelSession:
             if message.nonce != self._nonce or message.function != function:
                 return
             if message.case == -1 and isinstance(message.outcome, Missing):
-                missing = True
+                missing = message.outcome
             elif 0 <= message.case < len(arguments) and message.case not in outcomes:
                 outcomes[message.case] = Call(outcome=message.outcome, mutated=message.mutated)
 
@@ -308,8 +308,8 @@ class KernelSession:
                                            for args in arguments))
         timed_out = await self._execute(code, receive, deadline_s=self._limits.call_timeout_s,
                                         progress=lambda: len(outcomes))
-        if missing:
-            return [Call(outcome=Missing(kind="missing")) for _ in arguments]
+        if missing is not None:
+            return [Call(outcome=missing) for _ in arguments]
         calls = []
         for index in range(len(arguments)):
             if index in outcomes:

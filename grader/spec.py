@@ -108,6 +108,7 @@ class Detector(StrEnum):
     VALUE = "value"  # every result equals the mistaken variant's `value` expression
     SCALAR_ONLY = "scalar_only"  # numbers on scalar cases, an exception on every array case
     RETURNS_NONE_MUTATED = "returns_none_mutated"  # returns None, changed an argument in place
+    MUTATES_ARGUMENTS = "mutates_arguments"  # returns a value, but changed an argument in place
     COLUMN_SHAPE = "column_shape"  # array results shaped as a column, or broadcast against one
     BATCH_SUMMED = "batch_summed"  # one number where a batch of results is expected
     # `value`, an expression of `result`, is one and the same number on every case; the hint
@@ -131,6 +132,9 @@ class Mistake(_Model):
     error: str | None = Field(
         default=None, description="For detector 'scalar_only': the exception type array cases "
         "raise (any type when absent).")
+    unless: float | None = Field(
+        default=None, description="For detector 'constant': the value correct work keeps "
+        "constant, which is therefore no sign of this mistake.")
     example: str | None = Field(
         default=None, description="A body of the function, written with its own parameter "
         "names, that makes this mistake; the assignment CI proves the detector fires on it. "

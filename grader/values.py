@@ -87,6 +87,8 @@ class NotImplementedOutcome(_Wire):
 
 class Missing(_Wire):
     kind: Literal["missing"]
+    found: str | None = Field(default=None, max_length=200,
+                              description="The type of what the name holds, if not a function.")
 
 
 class Timeout(_Wire):

@@ -153,6 +153,12 @@ def mistaken_variant(spec: AssignmentSpec, f: FunctionSpec, m: Mistake) -> str:
             "        a[...] = result\n"
             "        break\n"
             "return None"),
+        Detector.MUTATES_ARGUMENTS: (
+            f"{correct}for a in ({params},):\n"
+            "    if isinstance(a, np.ndarray):\n"
+            "        a[...] = 0.0\n"
+            "        break\n"
+            "return result"),
         Detector.COLUMN_SHAPE: f"{correct}return np.asarray(result)[..., np.newaxis]",
         Detector.BATCH_SUMMED: f"{correct}return float(np.sum(result))",
     }[m.detector]

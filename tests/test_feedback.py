@@ -33,6 +33,7 @@ TRIGGERS: dict[str, dict[str, str]] = {
     "update.fixed_step_size": {"update": "lr = 0.05\nreturn w - lr * grad"},
     "update.scaled_learning_rate": {"update": "return w - learning_rate * grad / 2"},
     "update.in_place_returns_none": {"update": "w -= learning_rate * grad"},
+    "inputs.changed_in_place": {"update": "w -= learning_rate * grad\nreturn w"},
     "shape.column": {"update": "return np.reshape(w - learning_rate * grad, (-1, 1))"},
     "shape.batch_summed": {"delta1": "return np.sum(delta2 * w2 * sigmoid_prime(z1))"},
 }

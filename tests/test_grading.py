@@ -237,3 +237,23 @@ def test_an_object_that_claims_equality_with_everything_earns_nothing(grade, tmp
     assert report.function_scores()["delta2"][0] == 0
     delta2 = next(t for t in report.tests if t.name == "delta2: examples")
     assert "not a number or a numpy array" in delta2.feedback
+
+
+def test_an_update_that_changes_its_argument_in_place_fails_even_if_it_returns_it(grade,
+                                                                                  tmp_path):
+    report = grade(submission(tmp_path, bodies={"update": "w -= learning_rate * grad\nreturn w"}))
+    by_name = {t.name: t for t in report.tests if t.function == "update"}
+    # A float cannot be changed in place: the scalar cases are right.
+    assert by_name["update: scalar"].status is TestStatus.PASSED
+    for name in ("update: vector", "update: matrix", "update: examples"):
+        assert by_name[name].status is TestStatus.FAILED
+        assert "changed its first argument in place" in by_name[name].feedback
+        assert by_name[name].mistake == "inputs.changed_in_place"
+    assert all(full(report, f) for f in ("sigmoid_prime", "delta2", "delta1"))
+
+
+def test_a_name_reassigned_after_its_definition_is_reported_as_such(grade, tmp_path):
+    report = grade(submission(tmp_path, extra_cells=["delta2 = delta2(0.7, 1.0, 0.9)"]))
+    delta2 = [t for t in report.tests if t.function == "delta2"]
+    assert {t.status for t in delta2} == {TestStatus.MISSING}
+    assert "delta2 is not a function but a value of type float64" in delta2[0].feedback

@@ -57,6 +57,12 @@ VARIANTS = {
     "ordered_dict": {"gradients": "from collections import OrderedDict\n"
                      + _GRADIENTS_WITH("return {", "return OrderedDict({").replace("db2}",
                                                                                    "db2})")},
+    # A shallow copy shares its arrays: `-=` on them changes the caller's parameters.
+    "shallow_copy": {"update_parameters": (
+        "new = params.copy()\n"
+        "for key in new:\n"
+        "    new[key] -= learning_rate * grads['d' + key]\n"
+        "return new")},
     "wrong_keys": {"gradients": _GRADIENTS_WITH("'dW1': dW1", "'W1': dW1")},
     "not_a_dict": {"gradients": _GRADIENTS_WITH("return {'dW1': dW1, 'db1': db1, 'dW2': dW2, "
                                                 "'db2': db2}", "return [dW1, db1, dW2, db2]")},
@@ -140,6 +146,15 @@ def test_an_update_along_the_gradient_fails_the_descent_property(reports):
     tests = _tests(report, "update_parameters")
     assert tests["a step of update_parameters lowers the cost"][0] is TestStatus.FAILED
     assert "update_parameters.gradient_ascent" in {t.mistake for t in report.tests}
+
+
+def test_changing_the_callers_parameters_in_place_fails_even_with_the_right_values(reports):
+    report = reports["shallow_copy"]
+    _only_loses(report, "update_parameters")
+    failing = [t for t in report.tests
+               if t.function == "update_parameters" and t.status is not TestStatus.PASSED]
+    assert failing and all("in place" in t.feedback for t in failing)
+    assert {t.mistake for t in failing} == {"inputs.changed_in_place"}
 
 
 def test_a_dict_subclass_is_graded_as_a_dict(reports):
