@@ -99,7 +99,7 @@ def _class_root(folder: Path) -> Path:
 
 
 def find_submissions(source: Path) -> dict[str, Submission]:
-    """Student id -> submission: `<id>.ipynb` files, or `<id>/` folders holding one notebook."""
+    """Student id -> submission: `<id>.ipynb` files, or `<id>/` folders holding a notebook."""
     if not source.is_dir():
         raise SourceError(f"{source} is not a folder")
     found: dict[str, list[Path]] = {}
@@ -108,8 +108,8 @@ def find_submissions(source: Path) -> dict[str, Submission]:
             found.setdefault(entry.stem, []).append(entry)
         elif entry.is_dir():
             found.setdefault(entry.name, []).extend(_notebooks(entry))
-    return {student: Submission(student, tuple(files))
-            for student, files in sorted(found.items()) if files}
+    # A folder without a notebook stays: its student gets a report saying so.
+    return {student: Submission(student, tuple(files)) for student, files in sorted(found.items())}
 
 
 def _member_path(name: str) -> PurePosixPath:
@@ -132,11 +132,16 @@ def extract_notebooks(archive: Path, dest: Path) -> None:
             raise SourceError(f"{archive} holds {len(members)} entries (at most "
                               f"{ZIP_MAX_MEMBERS} are read)")
         wanted = []
+        # Folders are made even when they hold no notebook, as in the unpacked folder layout: a
+        # student who uploaded only a .py file gets a report saying so.
+        folders: set[PurePosixPath] = set()
         for info in members:
             path = _member_path(info.filename)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise SourceError(f"the archive holds a symbolic link: {info.filename!r}")
             hidden = any(p.startswith(".") or p == "__MACOSX" for p in path.parts)
+            if not hidden:
+                folders.add(path if info.is_dir() else path.parent)
             if not info.is_dir() and path.suffix == ".ipynb" and not hidden:
                 if info.file_size > ZIP_MAX_NOTEBOOK_BYTES:
                     raise SourceError(f"{info.filename} unpacks to {info.file_size} bytes "
@@ -145,6 +150,8 @@ def extract_notebooks(archive: Path, dest: Path) -> None:
         if sum(info.file_size for info, _ in wanted) > ZIP_MAX_TOTAL_BYTES:
             raise SourceError(f"{archive} unpacks to more than {ZIP_MAX_TOTAL_BYTES} bytes")
         root = dest.resolve()
+        for folder in folders:
+            root.joinpath(*folder.parts).mkdir(parents=True, exist_ok=True)
         for info, path in wanted:
             target = root.joinpath(*path.parts)
             if not target.resolve().is_relative_to(root):
@@ -269,11 +276,15 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _several_notebooks(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
+def _not_one_notebook(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
+    """The report of a student id that maps to no notebook or to several."""
     names = ", ".join(f"{p.parent.name}/{p.name}" for p in submission.files)
-    return Report(assignment=spec.name, submission=names, status="invalid", score=0,
-                  reason=f"several notebooks map to student id {submission.student!r} "
-                         f"({names}); keep exactly one", max_score=spec.max_score, seed=seed,
+    if names:
+        reason = f"several notebooks map to student id {submission.student!r} ({names}); keep one"
+    else:
+        reason = f"the folder {submission.student}/ holds no notebook (.ipynb file)"
+    return Report(assignment=spec.name, submission=names or f"{submission.student}/",
+                  status="invalid", score=0, reason=reason, max_score=spec.max_score, seed=seed,
                   grader_version=__version__, duration_s=0)
 
 
@@ -292,7 +303,7 @@ class ClassRun:
     async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
         """The submission's report, and whether it may be kept (False: the grader itself failed)."""
         if submission.notebook is None:
-            return _several_notebooks(submission, self.spec, seed), True
+            return _not_one_notebook(submission, self.spec, seed), True
         started = time.monotonic()
         try:
             report = await grade_notebook(submission.notebook, self.spec, seed, self.limits,
@@ -402,7 +413,7 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
 
     with ClassConsole(verbosity, total=len(submissions), kept=len(reports)) as console:
         for submission in submissions.values():
-            if submission.notebook is None:
+            if len(submission.files) > 1:
                 console.warn(f"several notebooks for student {submission.student!r}: "
                              + ", ".join(map(str, submission.files)))
         for student, report in reports.items():

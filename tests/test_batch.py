@@ -82,6 +82,8 @@ def mixed_class(tmp_path_factory: pytest.TempPathFactory, spec: AssignmentSpec):
     submission(source, "emmy")
     (source / "emmy").mkdir()
     submission(source / "emmy", "emmy_v2")
+    (source / "dan").mkdir()
+    (source / "dan" / "backprop.py").write_text("def delta2(): ...")
     out = tmp_path_factory.mktemp("out")
     status = _grade(spec, source, out, jobs=2)
     return source, out, status
@@ -91,7 +93,7 @@ def test_every_submission_of_a_mixed_class_gets_one_report(mixed_class, spec):
     _, out, status = mixed_class
     assert status == 0
     reports = _reports(out)
-    assert sorted(reports) == ["ada", "bob", "claude", "emmy", "grace", "kath"]
+    assert sorted(reports) == ["ada", "bob", "claude", "dan", "emmy", "grace", "kath"]
     assert reports["ada"].score == spec.max_score
     assert reports["claude"].function_scores()["delta2"][0] == 0
     assert 0 < reports["claude"].score < spec.max_score
@@ -100,6 +102,7 @@ def test_every_submission_of_a_mixed_class_gets_one_report(mixed_class, spec):
     assert reports["kath"].score == 0 and reports["kath"].status == "graded"
     assert reports["bob"].status == "invalid" and "not valid JSON" in reports["bob"].reason
     assert reports["emmy"].status == "invalid" and "several notebooks" in reports["emmy"].reason
+    assert reports["dan"].status == "invalid" and "no notebook" in reports["dan"].reason
     assert reports["ada"].seed == student_seed(spec, "ada")
 
     rows = _rows(out)
@@ -117,10 +120,10 @@ def test_class_summary_counts_passes_and_failures(mixed_class, spec):
     _, out, _ = mixed_class
     summary = class_summary(_reports(out), spec)
     passed = {f.name: f.passed for f in summary.functions}
-    # ada passes everything; claude all but delta2; grace all but update; kath, bob, emmy none.
+    # ada passes everything; claude all but delta2; grace all but update; the others none.
     assert passed == {"sigmoid_prime": 3, "delta2": 2, "delta1": 3, "update": 2}
-    assert summary.submissions == 6 and summary.invalid == 2
-    assert summary.failures["invalid"] == 2 and summary.failures["not_implemented"] > 0
+    assert summary.submissions == 7 and summary.invalid == 3
+    assert summary.failures["invalid"] == 3 and summary.failures["not_implemented"] > 0
 
 
 def test_a_rerun_keeps_every_report_and_force_grades_again(mixed_class, spec):
@@ -312,12 +315,13 @@ def test_zip_layouts_unpack_to_the_same_submissions(tmp_path):
         zf.writestr("export/alice.ipynb", "{}")
         zf.writestr("export/bob/notebook.ipynb", "{}")
         zf.writestr("export/bob/data.csv", "1,2")
+        zf.writestr("export/carol/backprop.py", "")
         zf.writestr("__MACOSX/export/._alice.ipynb", "junk")
         zf.writestr("export/.ipynb_checkpoints/alice-checkpoint.ipynb", "{}")
     extract_notebooks(archive, tmp_path / "x")
     found = find_submissions(tmp_path / "x")
     assert {s: [p.name for p in sub.files] for s, sub in found.items()} == {
-        "alice": ["alice.ipynb"], "bob": ["notebook.ipynb"]}
+        "alice": ["alice.ipynb"], "bob": ["notebook.ipynb"], "carol": []}
     assert not (tmp_path / "x" / "export" / "bob" / "data.csv").exists()
 
 
