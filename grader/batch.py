@@ -3,8 +3,9 @@
 The source is a folder or a .zip of either layout: `<student>.ipynb` files, or `<student>/`
 folders holding one notebook each. Reports go to the gradebook (one transaction each, as soon as
 a submission is judged); OUT/<student>.json and OUT/grades.csv are written from it at the end,
-atomically. A submission whose notebook, grader version, spec and seed have not changed since
-its stored report is not run again, so a killed run is finished by running the same command.
+atomically. A submission whose notebook, grader (version and code), spec, reference notebook
+and seed have not changed since its stored report is not run again, so a killed run is finished
+by running the same command.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class Submission:
-    """What one student id maps to: normally one notebook; several is an error to report."""
+    """What one student id maps to: normally one notebook; none or several is reported as such."""
 
     student: str
     files: tuple[Path, ...]
@@ -379,10 +380,11 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SourceError(f"cannot create {out}: {exc}") from None
-        with _exclusive(out), _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
+        with _exclusive(out):
             _remove_partial_files(out)
-            reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
-    write_class_outputs(out, reports, spec, gradescope=gradescope)
+            with _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
+                reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
+            write_class_outputs(out, reports, spec, gradescope=gradescope)
     return 0
 
 
