@@ -40,7 +40,8 @@ def report_lines(report: Report) -> list[str]:
                      "property checks only.")
     lines += [f"{t.name} [{_STATUS_WORDS[t.status]}]: {t.feedback}"
               for t in report.tests if t.status is not TestStatus.PASSED]
-    lines += [f"Cell {c.cell} ({c.problem}): {c.message}" for c in report.cells]
+    lines += [f"{c.where()} ({c.problem}): {c.message}" for c in report.cells]
+    lines += [f"Note: {note}" for note in report.notes]
     return lines
 
 
@@ -131,6 +132,7 @@ def feedback_html(report: Report, title: str = "") -> str:
     if report.mode == "public":
         parts.append("<p class=\"note\">Self-check without the answer key: only the worked "
                      "examples and the finite-difference and property checks ran.</p>")
+    parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.notes]
     for function, (score, top) in report.function_scores().items():
         parts.append(f"<h2><code>{_e(function)}</code> &mdash; {score:g}/{top:g}</h2>")
         parts.append("<table><tr><th>Test</th><th>Status</th><th>Points</th>"
@@ -139,7 +141,7 @@ def feedback_html(report: Report, title: str = "") -> str:
         parts.append("</table>")
     if report.cells:
         parts.append("<h2>Notebook cells that did not run cleanly</h2><ul>")
-        parts += [f"<li>cell {c.cell} ({_e(c.problem)}): {_e(c.message)}</li>"
+        parts += [f"<li>{_e(c.where())} ({_e(c.problem)}): {_e(c.message)}</li>"
                   for c in report.cells]
         parts.append("</ul>")
     parts.append("</body></html>\n")

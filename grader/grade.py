@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from nbformat import NotebookNode
+
 from grader import __version__
 from grader.cases import call_args, make_cases
 from grader.judge import judge
@@ -25,6 +27,16 @@ def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
     return replace(Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
                           call_timeout_s=call_timeout_s or spec.timeouts.call_s),
                    **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _notes(nb: NotebookNode, spec: AssignmentSpec) -> list[str]:
+    """Warnings for the instructor: a notebook made for another assignment, say."""
+    meta = nb.metadata.get("grader")
+    named = meta.get("assignment") if isinstance(meta, dict) else None
+    if isinstance(named, str) and named != spec.name:
+        return [f"This notebook was handed out for the assignment {named[:100]!r}, but it was "
+                f"graded as {spec.name!r}: was the right file submitted?"]
+    return []
 
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
@@ -72,5 +84,6 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
+                  notes=_notes(nb, spec),
                   cells=observations.cells, output_dropped_bytes=observations.output_dropped_bytes,
                   duration_s=time.monotonic() - started)

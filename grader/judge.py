@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,14 @@ from grader.cases import Case, Code
 from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
 from grader.reference import evaluate, with_substitutes
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
-from grader.spec import AssignmentSpec, CaseSet, FunctionSpec, GradientCheck, PropertyCheck
+from grader.spec import (
+    AssignmentSpec,
+    CaseSet,
+    Detector,
+    FunctionSpec,
+    GradientCheck,
+    PropertyCheck,
+)
 from grader.values import (
     Array,
     Call,
@@ -94,7 +102,9 @@ def describe(value: Plain) -> str:
 def fmt(value: Any) -> str:
     """A compact, readable rendering of a number, an array, a dict or a sequence of them."""
     if isinstance(value, Code):
-        return repr(value)
+        # The constants decide what the function computes: a reader needs them too.
+        bound = ", ".join(f"{k}={fmt(v)}" for k, v in value.constants.items())
+        return value.source + (f" with {bound}" if bound else "")
     value = plain(value)
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k!r}: {fmt(v)}" for k, v in value.items()) + "}"
@@ -224,6 +234,15 @@ def _shape_words(shape: tuple[int, ...]) -> str:
     return "a scalar" if shape == () else f"an array of shape {shape}"
 
 
+def _parameters(f: FunctionSpec, namespace: dict[str, Any]) -> list[str]:
+    """The names the notebook gives the function's parameters, as the student knows them."""
+    try:
+        names = list(inspect.signature(namespace[f.name]).parameters)
+    except (KeyError, TypeError, ValueError):
+        return f.args
+    return names if len(names) == len(f.args) else f.args
+
+
 def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cases: list[Case],
                    calls: list[Call], namespace: dict[str, Any],
                    answers: Sequence[Any] | None = None) -> TestResult:
@@ -249,7 +268,8 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
         max_error = max(max_error, rel)
         if visible:
             details.append(CaseDetail(
-                inputs={a: fmt(case.variables[a]) for a in f.args},
+                inputs={p: fmt(case.variables[a])
+                        for p, a in zip(_parameters(f, namespace), f.args, strict=True)},
                 expected=fmt(expected), got=fmt(verdict.got)))
         if not ok:
             if reason.startswith("expected shape"):
@@ -351,15 +371,23 @@ def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, ca
     if problem is not None:
         return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
     failures = 0
+    misfit: Exception | None = None
     for case, got in values:
         try:
             holds = bool(np.all(evaluate(prop.holds, namespace, result=got, **case.variables)))
-        except _DOES_NOT_FIT:
-            holds = False
+        except _DOES_NOT_FIT as exc:
+            holds, misfit = False, misfit or exc
         failures += not holds
     if failures == 0:
         return TestResult(**base, score=prop.points, status=TestStatus.PASSED,
                           feedback="Holds on every hidden case.")
+    if misfit is not None:
+        # The check could not even be carried out: say so, rather than what failing it means.
+        return TestResult(
+            **base, score=0, status=TestStatus.FAILED,
+            feedback=f"{f.name} returned {describe(values[0][1])}, which does not have the "
+            f"form the notebook asks for: using it raised {type(misfit).__name__}: "
+            f"{str(misfit)[:300]}. Check the shapes and keys against the notebook's contract.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
                       feedback=f"{prop.explain} (failed on {failures} of {len(values)} cases)")
 
@@ -394,9 +422,25 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
 
 
-def _same_error(a: Call, b: Call) -> bool:
-    return (isinstance(a.outcome, Raised) and isinstance(b.outcome, Raised)
-            and (a.outcome.type, a.outcome.message) == (b.outcome.type, b.outcome.message))
+def _broken_by(call: Call, dependency: Call) -> bool:
+    """`call` raised because the function it depends on failed it: the dependency raised the
+    very same error, or gave back no number at all (None, say) for `call` to compute with."""
+    if not isinstance(call.outcome, Raised):
+        return False
+    d = dependency.outcome
+    if isinstance(d, Raised):
+        return (call.outcome.type, call.outcome.message) == (d.type, d.message)
+    return isinstance(d, NoneValue | Unsupported | TooLarge)
+
+
+def _precision(outcome: Number | Array, rtol: float) -> float:
+    """The relative tolerance a value delivered in this dtype deserves: a function computed
+    from a float16 or float32 value inherits that precision, not float64's."""
+    try:
+        eps = float(np.finfo(np.dtype(outcome.dtype)).eps)
+    except (TypeError, ValueError):  # a Python float, or no floating dtype: float64
+        return rtol
+    return max(rtol, 16 * eps)
 
 
 def _stand_in(args: Sequence[Any], value: np.ndarray) -> Callable[..., Any]:
@@ -426,7 +470,7 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
     probes = [(p, calls[p.key(f.name)]) for p in f.probes if p.key(f.name) in calls]
     tol = spec.tolerance
     for i, (case, call) in enumerate(zip(cases, calls[f.name], strict=True)):
-        same = [p.function for p, observed in probes if _same_error(call, observed[i])]
+        same = [p.function for p, observed in probes if _broken_by(call, observed[i])]
         if same:
             found[i] = same[0]
             continue
@@ -437,11 +481,13 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
         if compare(expected, got, tol.rtol, tol.atol)[0]:
             continue
         substitutes = {}
+        rtol = tol.rtol
         for p, observed in probes:
             outcome = observed[i].outcome
             if isinstance(outcome, Number | Array):
                 args = [case.variables[a] for a in p.args]
                 substitutes[p.function] = _stand_in(args, as_array(outcome))
+                rtol = max(rtol, _precision(outcome, tol.rtol))
         if not substitutes:
             continue
         try:
@@ -449,7 +495,7 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
                            **case.variables)
         except (LookupError, ValueError):
             continue
-        if compare(own, got, tol.rtol, tol.atol)[0]:
+        if compare(own, got, rtol, tol.atol)[0]:
             found[i] = next(iter(substitutes))
     return found
 
@@ -475,6 +521,15 @@ def _diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
     if all(t.status is TestStatus.PASSED for t in tests):
         return tests
     found = matching_mistakes(spec, f, cases, calls, namespace)
+    if any(t.name == f"{f.name}: {CaseSet.SCALAR.value}" and t.status is not TestStatus.PASSED
+           for t in tests):
+        # A batch summed to one number leaves scalar cases right; wrong scalars mean something
+        # else, a hard-coded number say.
+        found = [(m, hint) for m, hint in found if m.detector is not Detector.BATCH_SUMMED]
+    # "Matches no known mistake" is about wrong values; a None or a changed argument has its
+    # own explanation already.
+    values_only = all(isinstance(c.outcome, Number | Array | DictValue | SequenceValue)
+                      and not c.mutated for c in calls)
     out = []
     for t in tests:
         if t.status not in (TestStatus.FAILED, TestStatus.ERROR):
@@ -482,7 +537,7 @@ def _diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
         elif found:
             out.append(t.model_copy(update={
                 "mistake": found[0][0].id, "feedback": _sentences(t.feedback, found[0][1])}))
-        elif t.status is TestStatus.FAILED:
+        elif t.status is TestStatus.FAILED and values_only:
             out.append(t.model_copy(update={"feedback": _sentences(t.feedback, UNRECOGNISED)}))
         else:
             out.append(t)
@@ -536,8 +591,24 @@ def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
         if f.repeat is not None:
             again = [calls[f.repeat_key][i] for i in keep]
             f_tests.append(_with_note(repeat_test(spec, f, kept_cases, f_calls, again), note))
-        tests += _diagnosed(spec, f, f_tests, kept_cases, f_calls, namespace)
+        tests += _after_failing_calls(f, _diagnosed(spec, f, f_tests, kept_cases, f_calls,
+                                                      namespace), tests)
     return tests
+
+
+def _after_failing_calls(f: FunctionSpec, f_tests: list[TestResult],
+                         earlier: list[TestResult]) -> list[TestResult]:
+    """Point a failing function at a failing function it calls: that one is the place to start."""
+    failing = {t.function for t in earlier if t.status is not TestStatus.PASSED}
+    broken = sorted({p.function for p in f.probes} & failing)
+    if not broken:
+        return f_tests
+    which = " and ".join(broken)
+    note = (f"{f.name} calls your {which}, which fails its own tests: fix {which} first, then "
+            f"check {f.name} again.")
+    return [t if t.status is TestStatus.PASSED
+            else t.model_copy(update={"feedback": _sentences(t.feedback, note)})
+            for t in f_tests]
 
 
 def _with_note(t: TestResult, note: str) -> TestResult:

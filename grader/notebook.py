@@ -25,8 +25,8 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UnreadableNotebook(f"the file is not valid JSON ({exc.msg} at line {exc.lineno})"
-                                 ) from None
+        raise UnreadableNotebook(f"the file is not valid JSON ({exc.msg}: line {exc.lineno}, "
+                                 f"column {exc.colno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
         raise UnreadableNotebook("the file is JSON but not a Jupyter notebook (no nbformat field)")
     try:

@@ -56,6 +56,7 @@ def _header(report: Report) -> list[str]:
                      "property checks only.")
     if report.status == "invalid":
         lines.append(f"Could not be graded: {report.reason}")
+    lines += [f"Note: {note}" for note in report.notes]
     return lines
 
 
@@ -70,7 +71,7 @@ def plain_text(report: Report) -> str:
             if note:
                 lines.append(f"      {note}")
         lines += [f"  hint {hint}" for hint in hints]
-    lines += [f"note: cell {c.cell} ({c.problem}): {c.message}" for c in report.cells]
+    lines += [f"note: {c.where()} ({c.problem}): {c.message}" for c in report.cells]
     lines.append(f"seed {report.seed}")
     return "\n".join(lines)
 
@@ -99,5 +100,5 @@ def print_report(report: Report, stream: TextIO | None = None) -> None:
         for hint in hints:
             console.print(escape(f"hint {hint}"), style="yellow")
     for c in report.cells:
-        console.print(escape(f"note: cell {c.cell} ({c.problem}): {c.message}"))
+        console.print(escape(f"note: {c.where()} ({c.problem}): {c.message}"))
     console.print(f"seed {report.seed}", style="dim")

@@ -79,9 +79,16 @@ class TestResult(_Model):
 class CellProblem(_Model):
     """A notebook cell that did not run cleanly; the student sees which one and why."""
 
-    cell: int = Field(description="Index of the code cell in the notebook, counting from 0.")
+    cell: int = Field(description="Position of the cell in the notebook, counting from 0 "
+                      "(markdown cells included).")
     problem: Literal["error", "timeout", "kernel_died"]
     message: str
+    excerpt: str = Field(default="", max_length=80,
+                         description="The cell's first line, so that a student can find it.")
+
+    def where(self) -> str:
+        """The cell as a student finds it: counted from 1, with its first line."""
+        return f"cell {self.cell + 1}" + (f" ({self.excerpt})" if self.excerpt else "")
 
 
 class Report(_Model):
@@ -102,6 +109,8 @@ class Report(_Model):
         "checks and the worked examples.")
     tests: list[TestResult] = Field(default_factory=list)
     cells: list[CellProblem] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list,
+                             description="What the grader noticed that the score does not show.")
     output_dropped_bytes: int = Field(
         default=0, ge=0, description="Notebook output beyond the kept limit, counted and dropped."
     )

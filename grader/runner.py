@@ -254,19 +254,26 @@ class KernelSession:
         try:
             await client.async_execute_cell(self._nb.cells[index], index)
         except DeadKernelError:
-            raise KernelLost(f"cell {index} killed the kernel") from None
+            raise KernelLost("it killed the kernel") from None
         reply = (client.last_reply or {}).get("content", {})
         if reply.get("ename") == _TIMEOUT_MARK:
             if not client.idle_seen or not await client.km.is_alive():
-                raise KernelLost(f"cell {index} ran past {self._limits.cell_timeout_s:g} s "
+                raise KernelLost(f"it ran past {self._limits.cell_timeout_s:g} s "
                                  "and did not stop when interrupted")
-            return CellProblem(cell=index, problem="timeout",
+            return CellProblem(cell=index, problem="timeout", excerpt=self.excerpt(index),
                                message=f"stopped after {self._limits.cell_timeout_s:g} s")
         if reply.get("status") == "error":
             name = str(reply.get("ename", "Error"))[:200]
             value = str(reply.get("evalue", ""))[: self._limits.max_text]
-            return CellProblem(cell=index, problem="error", message=f"{name}: {value}")
+            return CellProblem(cell=index, problem="error", message=f"{name}: {value}",
+                               excerpt=self.excerpt(index))
         return None
+
+    def excerpt(self, index: int) -> str:
+        """The first non-blank line of a cell, shortened to fit a report."""
+        lines = [line.strip() for line in self._nb.cells[index].source.splitlines()]
+        first = next((line for line in lines if line), "")
+        return first if len(first) <= 60 else first[:57] + "..."
 
     async def _install_harness(self) -> str:
         run = f"_grader_run_{secrets.token_hex(8)}"
@@ -396,7 +403,8 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
             except KernelLost as lost:
                 skipped.add(index)
                 observations.cells.append(CellProblem(cell=index, problem="kernel_died",
-                                                      message=str(lost)))
+                                                      message=str(lost),
+                                                      excerpt=session.excerpt(index)))
                 if restarts == 0:
                     break
                 restarts -= 1

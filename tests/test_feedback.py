@@ -186,3 +186,48 @@ def test_the_example_class_gets_the_mistakes_its_readme_promises(grade):
         report = grade(ROOT / "examples" / "submissions" / f"{student}.ipynb")
         named = {t.mistake for t in report.tests} - {None}
         assert named == ({promised} if promised != "—" else set()), student
+
+
+def test_a_sigmoid_prime_that_returns_none_costs_delta2_and_delta1_nothing(tmp_path, grade):
+    report = grade(submission(tmp_path, bodies={"sigmoid_prime": "s = sigmoid(z)\ns * (1 - s)"}))
+    scores = report.function_scores()
+    assert scores["sigmoid_prime"][0] == 0
+    for function in ("delta2", "delta1", "update"):
+        assert scores[function][0] == scores[function][1], function
+    delta2 = next(t for t in report.tests if t.name == "delta2: scalar")
+    assert "your own sigmoid_prime" in delta2.feedback
+
+
+def test_a_half_precision_sigmoid_prime_is_charged_once(tmp_path, grade):
+    body = "s = sigmoid(np.float16(z))\nreturn s * (1 - s)"
+    report = grade(submission(tmp_path, bodies={"sigmoid_prime": body}))
+    scores = report.function_scores()
+    assert scores["sigmoid_prime"][0] < scores["sigmoid_prime"][1]
+    assert scores["delta2"][0] == scores["delta2"][1]
+    assert scores["delta1"][0] == scores["delta1"][1]
+
+
+def test_a_hard_coded_number_is_not_called_a_summed_batch(tmp_path, grade):
+    report = grade(submission(tmp_path, bodies={"delta2": "return -0.05432"}))
+    delta2 = [t for t in report.tests if t.function == "delta2" and t.status != "passed"]
+    assert delta2 and all(t.mistake is None for t in delta2)
+
+
+def test_a_dependent_function_is_pointed_at_the_failing_function_it_calls(tmp_path, grade):
+    report = grade(submission(tmp_path, bodies={
+        "sigmoid_prime": "return z * (1 - z)",
+        "delta2": "return (y - y_hat) * sigmoid_prime(z2)",
+    }))
+    failing = [t for t in report.tests if t.function == "delta2" and t.status != "passed"]
+    assert failing
+    assert all("delta2 calls your sigmoid_prime, which fails its own tests" in t.feedback
+               for t in failing)
+
+
+def test_a_notebook_handed_out_for_another_assignment_is_noted(tmp_path, grade):
+    other = ROOT / "assignments" / "vectorized_backprop.ipynb"
+    path = tmp_path / "wrong_file.ipynb"
+    shutil.copy(other, path)
+    report = grade(path)
+    assert any("'vectorized_backprop'" in note for note in report.notes)
+    assert grade(submission(tmp_path)).notes == []
