@@ -177,6 +177,9 @@ def open_source(source: Path) -> Iterator[Path]:
         return
     if not source.is_file():
         raise SourceError(f"no such folder or zip archive: {source}")
+    if source.suffix == ".ipynb":
+        raise SourceError(f"{source} is one notebook: grade it with `grader check`, or grade "
+                          "the folder that holds it")
     with tempfile.TemporaryDirectory(prefix="grader-zip-") as tmp:
         extract_notebooks(source, Path(tmp))
         yield Path(tmp)
@@ -346,6 +349,11 @@ class ClassRun:
                 group.create_task(worker())
 
 
+def default_jobs() -> int:
+    """The CPUs this process may run on (fewer than the machine's when pinned to some)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """One run at a time per OUT folder: two would race on the same files."""
@@ -371,7 +379,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
-    run = ClassRun(spec, limits, max(1, jobs or os.cpu_count() or 1), salt, km_factory, sandbox)
+    run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox)
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:

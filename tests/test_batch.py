@@ -338,11 +338,13 @@ def test_unusable_sources_exit_2(tmp_path, capsys):
     assert main(["grade", str(tmp_path / "empty"), *args]) == 2
     (tmp_path / "bad.zip").write_text("not a zip")
     assert main(["grade", str(tmp_path / "bad.zip"), *args]) == 2
+    assert main(["grade", str(submission(tmp_path, "alone")), *args]) == 2
     with pytest.raises(SystemExit) as bad_jobs:
         main(["grade", str(tmp_path / "empty"), *args, "--jobs", "0"])
     assert bad_jobs.value.code == 2
     err = capsys.readouterr().err
     assert "no such folder or zip" in err and "no notebooks" in err and "zip archive" in err
+    assert "grader check" in err
 
 
 def test_verbose_lists_each_submission_and_quiet_prints_nothing(tmp_path, capsys):
