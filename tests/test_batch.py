@@ -6,6 +6,7 @@ import contextlib
 import csv
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -22,14 +23,15 @@ from grader.batch import (
     extract_notebooks,
     find_submissions,
     grade_class,
+    spec_hash,
     student_seed,
 )
 from grader.cli import main
 from grader.console import Verbosity, class_summary
 from grader.grade import limits_for
 from grader.report import Report
-from grader.spec import AssignmentSpec
-from tests.notebooks import submission
+from grader.spec import AssignmentSpec, find_spec
+from tests.notebooks import ROOT, submission
 
 GRADER = Path(sys.executable).parent / "grader"
 WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
@@ -362,3 +364,49 @@ def test_verbose_lists_each_submission_and_quiet_prints_nothing(tmp_path, capsys
     assert capsys.readouterr().out == ""
     assert main([*args, "-v"]) == 0
     assert re.search(r"^yvonne .*\(kept\)$", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_a_fixed_spec_or_reference_changes_the_spec_hash(tmp_path):
+    course = tmp_path / "course"
+    shutil.copytree(ROOT / "assignments", course / "assignments")
+    shutil.copytree(ROOT / "solutions", course / "solutions")
+    before = spec_hash(find_spec("derivative_calculation", course))
+    assert spec_hash(find_spec("derivative_calculation", course)) == before
+    reference = course / "solutions" / "derivative_calculation.ipynb"
+    reference.write_text(reference.read_text() + "\n")
+    after_reference = spec_hash(find_spec("derivative_calculation", course))
+    toml = course / "assignments" / "derivative_calculation.toml"
+    toml.write_text(toml.read_text() + "\n# fixed a tolerance\n")
+    after_spec = spec_hash(find_spec("derivative_calculation", course))
+    assert len({before, after_reference, after_spec}) == 3
+
+
+def test_a_grader_failure_is_reported_but_not_kept(tmp_path, spec):
+    source = tmp_path / "class"
+    source.mkdir()
+    submission(source, "ada")
+    out = tmp_path / "out"
+
+    def no_kernel(runtime: Path, workdir: Path):
+        raise RuntimeError("no kernel today")
+
+    assert _grade(spec, source, out, km_factory=no_kernel, sandbox="none") == 0
+    report = _reports(out)["ada"]
+    assert report.status == "invalid" and "no kernel today" in report.reason
+    assert _rows(out) == {}  # the next run tries again
+    assert _grade(spec, source, out) == 0
+    assert _reports(out)["ada"].score == spec.max_score
+
+
+def test_a_gradebook_of_another_schema_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    with contextlib.closing(sqlite3.connect(out / "gradebook.sqlite")) as db:
+        db.execute("CREATE TABLE reports (x)")
+        db.execute("PRAGMA user_version = 99")
+    source = tmp_path / "class"
+    source.mkdir()
+    (source / "x.ipynb").write_text("{")
+    assert main(["grade", str(source), "--out", str(out), "-q",
+                 "--assignment", "derivative_calculation"]) == 2
+    assert "schema 99" in capsys.readouterr().err
