@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import KernelManagerFactory, Limits
+from grader.runner import KernelManagerFactory, Limits, scratch_dir, sweep_scratch
 from grader.sandbox import SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError
 
@@ -180,9 +179,12 @@ def open_source(source: Path) -> Iterator[Path]:
     if source.suffix == ".ipynb":
         raise SourceError(f"{source} is one notebook: grade it with `grader check`, or grade "
                           "the folder that holds it")
-    with tempfile.TemporaryDirectory(prefix="grader-zip-") as tmp:
-        extract_notebooks(source, Path(tmp))
-        yield Path(tmp)
+    folder = scratch_dir("zip")
+    try:
+        extract_notebooks(source, folder)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def spec_hash(spec: AssignmentSpec) -> str:
@@ -380,6 +382,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
     run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox)
+    sweep_scratch()  # what an earlier run, killed, left in the temp folder
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import secrets
 import shutil
 import subprocess
@@ -132,6 +133,41 @@ def plain_kernel_manager(runtime: Path, workdir: Path) -> AsyncKernelManager:
         ip=str(runtime / "kernel"),
         connection_file=str(runtime / "kernel.json"),
     )
+
+
+def scratch_dir(kind: str) -> Path:
+    """A private folder for one run's files.
+
+    Its name carries this process's id, so that a later run can sweep what a killed one left
+    behind; and its path stays short, because an IPC socket's path must fit in 107 bytes.
+    """
+    base = Path(tempfile.gettempdir())
+    if len(str(base)) > 40:
+        base = Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix=f"grader-{kind}-{os.getpid()}-", dir=base))
+
+
+def sweep_scratch() -> int:
+    """Remove the scratch folders of grader processes that are gone; how many were removed."""
+    removed = 0
+    for base in {Path(tempfile.gettempdir()), Path("/tmp")}:
+        for entry in base.glob("grader-*-*-*"):
+            fields = entry.name.split("-")
+            if len(fields) < 4 or not fields[2].isdigit() or _alive(int(fields[2])):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive, and not ours to sweep
+        return True
+    return True
 
 
 class KernelLost(Exception):
@@ -373,7 +409,7 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                   submission: Path | None = None) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order."""
     observations = Observations()
-    runtime = Path(tempfile.mkdtemp(prefix="grader-run-"))
+    runtime = scratch_dir("run")
     workdir = runtime / "work"
     workdir.mkdir()
     if submission is not None:

@@ -33,7 +33,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Integer, List, Unicode
 
-from grader.runner import GraderKernelManager, KernelManagerFactory, Limits
+from grader.runner import GraderKernelManager, KernelManagerFactory, Limits, scratch_dir
 
 SANDBOXES = ("auto", "bwrap", "unshare", "none")
 HOME = "/home/student"
@@ -256,7 +256,7 @@ def _probe(mode: str) -> str | None:
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
         return f"{', '.join(missing)} not found"
-    runtime = Path(tempfile.mkdtemp(prefix="grader-probe-"))
+    runtime = scratch_dir("probe")
     try:
         (runtime / "work").mkdir()
         km = _confined_manager(mode, Limits(), runtime, runtime / "work")

@@ -12,6 +12,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -250,6 +251,8 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
 
     survivors = _rows(out)
     assert 3 <= len(survivors) < 8
+    left = list(Path(tempfile.gettempdir()).glob(f"grader-run-{proc.pid}-*"))
+    assert left, "a killed run leaves its scratch folders (if not, this check is moot)"
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     rows = _rows(out)
@@ -260,6 +263,7 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
     assert all(r.status == "graded" for r in reports.values())
     assert [r["student"] for r in _csv(out)] == sorted(rows)
     assert not [p for p in out.iterdir() if ".partial-" in p.name]
+    assert not [p for p in left if p.exists()], "the re-run swept the killed run's folders"
 
 
 def test_zip_members_that_could_escape_are_refused(tmp_path):
