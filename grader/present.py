@@ -23,29 +23,31 @@ def _shared_ending(texts: list[str]) -> str:
     if len(texts) < 2:
         return ""
     ending = texts[0]
-    while ending and not all(t.endswith(ending) and t != ending for t in texts):
+    while ending and not all(t.endswith(ending) for t in texts):
         _, _, ending = ending.partition(". ")
-    return ending
+    return ending.strip()
 
 
 def _rows(report: Report, function: str) -> tuple[list[tuple[bool, str, str, str]], list[str]]:
-    """(passed, test, points, feedback) for each test of a function, and the hints of its known
-    mistakes: a hint that every test naming that mistake repeats is said once, not per test."""
+    """(passed, test, points, feedback) for each test of a function, and what its tests all
+    say: a hint or a note that every test of a group repeats is said once, under the function.
+    Tests naming the same mistake form a group; the tests naming none form another."""
     tests = [t for t in report.tests if t.function == function]
-    hints: dict[str, str] = {}
-    for mistake in dict.fromkeys(t.mistake for t in tests if t.mistake):
-        hints[mistake] = _shared_ending([t.feedback for t in tests if t.mistake == mistake])
+    groups: dict[str | None, list[str]] = {}
+    for t in tests:
+        groups.setdefault(t.mistake, []).append(t.feedback)
+    shared = {key: _shared_ending(texts) for key, texts in groups.items()}
     rows = []
     for t in tests:
-        note = t.feedback
-        hint = hints.get(t.mistake or "", "")
-        if hint:
-            note = f"{note.removesuffix(hint).rstrip()} [{t.mistake}]"
-        elif t.mistake:
-            note = f"[{t.mistake}] {note}"
+        note = t.feedback.removesuffix(shared[t.mistake]).strip() if shared[t.mistake] else (
+            t.feedback)
+        if t.mistake:
+            note = f"{note} [{t.mistake}]".strip()
         rows.append((t.status is TestStatus.PASSED, t.name.split(": ", 1)[-1],
                      f"{t.score:g}/{t.max_score:g}", note))
-    return rows, [f"{mistake}: {hint}" for mistake, hint in hints.items() if hint]
+    said = [f"hint {key}: {text}" if key else f"note: {text}"
+            for key, text in shared.items() if text]
+    return rows, said
 
 
 def _header(report: Report) -> list[str]:
@@ -70,7 +72,7 @@ def plain_text(report: Report) -> str:
             lines.append(f"  {_MARK[ok]} {points:>7}  {name}")
             if note:
                 lines.append(f"      {note}")
-        lines += [f"  hint {hint}" for hint in hints]
+        lines += [f"  {line}" for line in hints]
     lines += [f"note: {c.where()} ({c.problem}): {c.message}" for c in report.cells]
     lines.append(f"seed {report.seed}")
     return "\n".join(lines)
@@ -97,8 +99,8 @@ def print_report(report: Report, stream: TextIO | None = None) -> None:
             table.add_row(f"[green]{_MARK[ok]}[/]" if ok else f"[red]{_MARK[ok]}[/]",
                           escape(name), points, escape(note))
         console.print(table)
-        for hint in hints:
-            console.print(escape(f"hint {hint}"), style="yellow")
+        for line in hints:
+            console.print(escape(line), style="yellow")
     for c in report.cells:
         console.print(escape(f"note: {c.where()} ({c.problem}): {c.message}"))
     console.print(f"seed {report.seed}", style="dim")
