@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
+
+from grader.grade import grade_notebook, limits_for
+from grader.report import Report
+from grader.spec import AssignmentSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = ROOT / "assignments" / "derivative_calculation.ipynb"
@@ -54,3 +60,25 @@ def submission(folder: Path, name: str = "student", *, bodies: dict[str, str] | 
     path = folder / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+def grade_all(paths: Sequence[Path], spec: AssignmentSpec, seed: int) -> list[Report]:
+    """Grade notebooks two kernels at a time (CI has two cores); reports in the same order."""
+
+    async def run() -> list[Report]:
+        slots = asyncio.Semaphore(2)
+
+        async def one(path: Path) -> Report:
+            async with slots:
+                return await grade_notebook(path, spec, seed, limits_for(spec))
+
+        return await asyncio.gather(*(one(p) for p in paths))
+
+    return asyncio.run(run())
+
+
+def only_loses(report: Report, function: str) -> None:
+    """`function` lost points and every other function kept all of its own."""
+    scores = report.function_scores()
+    assert scores[function][0] < scores[function][1], report.tests
+    assert all(s == top for f, (s, top) in scores.items() if f != function), scores

@@ -7,7 +7,6 @@ Each notebook runs in one real kernel, once per test session.
 from __future__ import annotations
 
 import ast
-import asyncio
 import builtins
 import textwrap
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest
 from grader.authoring import build_student_notebook
 from grader.cases import derive_seed
 from grader.cli import main
-from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestKind, TestStatus
 from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, load_spec
-from tests.notebooks import ROOT
+from tests.notebooks import ROOT, grade_all
 
 SPECS = sorted((ROOT / "assignments").glob("*.toml"))
 
@@ -36,19 +34,7 @@ def _grade(path: Path, spec: AssignmentSpec) -> Report:
 
 
 def _grade_all(paths: list[Path], spec: AssignmentSpec) -> list[Report]:
-    seed = derive_seed(spec.name, "assignment-ci")
-
-    async def run() -> list[Report]:
-        # Two kernels at a time: the runner gives each its own sockets, and CI has two cores.
-        slots = asyncio.Semaphore(2)
-
-        async def one(path: Path) -> Report:
-            async with slots:
-                return await grade_notebook(path, spec, seed, limits_for(spec))
-
-        return await asyncio.gather(*(one(p) for p in paths))
-
-    return asyncio.run(run())
+    return grade_all(paths, spec, derive_seed(spec.name, "assignment-ci"))
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,15 @@ here each submission is correct except for one typical mistake.
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from grader.cases import code, make_cases
-from grader.grade import grade_notebook, limits_for
 from grader.reference import reference_namespace
 from grader.report import Report, TestStatus
 from grader.runner import _literal
 from grader.spec import find_spec
-from tests.notebooks import ROOT, submission
+from tests.notebooks import ROOT, grade_all, only_loses, submission
 
 SPEC = find_spec("training_and_gradient_check")
 NOTEBOOK = ROOT / "assignments" / "training_and_gradient_check.ipynb"
@@ -76,26 +72,11 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
     paths = {name: submission(folder, name, bodies=bodies, notebook=NOTEBOOK, correct=CORRECT)
              for name, bodies in VARIANTS.items()}
 
-    async def run() -> list[Report]:
-        slots = asyncio.Semaphore(2)
-
-        async def one(path: Path) -> Report:
-            async with slots:
-                return await grade_notebook(path, SPEC, 5, limits_for(SPEC))
-
-        return await asyncio.gather(*(one(p) for p in paths.values()))
-
-    return dict(zip(paths, asyncio.run(run()), strict=True))
+    return dict(zip(paths, grade_all(list(paths.values()), SPEC, 5), strict=True))
 
 
 def _tests(report: Report, function: str) -> dict[str, TestStatus]:
     return {t.name.split(": ", 1)[1]: t.status for t in report.tests if t.function == function}
-
-
-def _only_loses(report: Report, function: str) -> None:
-    scores = report.function_scores()
-    assert scores[function][0] < scores[function][1], report.tests
-    assert all(s == top for f, (s, top) in scores.items() if f != function), scores
 
 
 def test_correct_student_code_scores_full_marks(reports):
@@ -106,7 +87,7 @@ def test_correct_student_code_scores_full_marks(reports):
 
 def test_forward_differences_fail_the_tolerance_and_are_named(reports):
     report = reports["forward_difference"]
-    _only_loses(report, "numerical_gradient")
+    only_loses(report, "numerical_gradient")
     tests = _tests(report, "numerical_gradient")
     assert tests["matches the analytic gradient of a known function"] is TestStatus.FAILED
     assert tests["examples"] is TestStatus.FAILED
@@ -115,7 +96,7 @@ def test_forward_differences_fail_the_tolerance_and_are_named(reports):
 
 def test_a_train_that_does_not_learn_fails_every_learning_property(reports):
     report = reports["does_not_learn"]
-    _only_loses(report, "train")
+    only_loses(report, "train")
     tests = _tests(report, "train")
     for name in ("the cost history goes down", "the trained network reaches a low cost",
                  "the trained network classifies XOR"):
@@ -134,7 +115,7 @@ def test_a_train_that_ignores_its_seed_fails_the_repeat_check_only(reports):
 
 def test_a_result_of_the_wrong_form_fails_the_properties_without_crashing(reports):
     report = reports["params_only"]
-    _only_loses(report, "train")
+    only_loses(report, "train")
     tests = _tests(report, "train")
     assert tests["the cost history goes down"] is TestStatus.FAILED
     assert tests["the trained network reaches a low cost"] is TestStatus.FAILED

@@ -7,18 +7,14 @@ points, with feedback and a recognised misconception that name the mistake.
 
 from __future__ import annotations
 
-import asyncio
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
-from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestKind, TestStatus
 from grader.runner import _literal
 from grader.spec import find_spec
 from grader.values import CallMessage, as_plain
-from tests.notebooks import ROOT, submission
+from tests.notebooks import ROOT, grade_all, only_loses, submission
 
 SPEC = find_spec("vectorized_backprop")
 NOTEBOOK = ROOT / "assignments" / "vectorized_backprop.ipynb"
@@ -76,22 +72,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Report]:
     paths = {name: submission(folder, name, bodies=bodies, notebook=NOTEBOOK, correct=CORRECT)
              for name, bodies in VARIANTS.items()}
 
-    async def run() -> list[Report]:
-        slots = asyncio.Semaphore(2)
-
-        async def one(path: Path) -> Report:
-            async with slots:
-                return await grade_notebook(path, SPEC, 11, limits_for(SPEC))
-
-        return await asyncio.gather(*(one(p) for p in paths.values()))
-
-    return dict(zip(paths, asyncio.run(run()), strict=True))
-
-
-def _only_loses(report: Report, function: str) -> None:
-    scores = report.function_scores()
-    assert scores[function][0] < scores[function][1], report.tests
-    assert all(s == top for f, (s, top) in scores.items() if f != function), scores
+    return dict(zip(paths, grade_all(list(paths.values()), SPEC, 11), strict=True))
 
 
 def _tests(report: Report, function: str) -> dict[str, tuple[TestStatus, str]]:
@@ -107,7 +88,7 @@ def test_correct_student_code_with_dict_arguments_and_results_scores_full_marks(
 
 def test_a_transposed_weight_gradient_fails_on_its_shape_and_is_named(reports):
     report = reports["transposed_dW1"]
-    _only_loses(report, "gradients")
+    only_loses(report, "gradients")
     tests = _tests(report, "gradients")
     # The worked example is square (n = h = 2): there the transpose shows in the values.
     assert tests["examples"][0] is TestStatus.FAILED
@@ -123,7 +104,7 @@ def test_a_transposed_weight_gradient_fails_on_its_shape_and_is_named(reports):
 
 def test_a_bias_gradient_without_keepdims_fails_and_is_named(reports):
     report = reports["keepdims_missing"]
-    _only_loses(report, "gradients")
+    only_loses(report, "gradients")
     tests = _tests(report, "gradients")
     assert "'db1': expected an array of shape (" in tests["matrix"][1]
     assert tests["db1 matches the numerical dC/db1"][0] is TestStatus.FAILED
@@ -133,7 +114,7 @@ def test_a_bias_gradient_without_keepdims_fails_and_is_named(reports):
 
 def test_gradients_summed_over_the_batch_fail_the_finite_difference_check(reports):
     report = reports["sum_not_mean"]
-    _only_loses(report, "gradients")
+    only_loses(report, "gradients")
     checks = [t for t in report.tests if t.kind is TestKind.FINITE_DIFFERENCE
               and t.function == "gradients"]
     assert len(checks) == 4 and all(t.status is TestStatus.FAILED for t in checks)
@@ -142,7 +123,7 @@ def test_gradients_summed_over_the_batch_fail_the_finite_difference_check(report
 
 def test_an_update_along_the_gradient_fails_the_descent_property(reports):
     report = reports["ascent"]
-    _only_loses(report, "update_parameters")
+    only_loses(report, "update_parameters")
     tests = _tests(report, "update_parameters")
     assert tests["a step of update_parameters lowers the cost"][0] is TestStatus.FAILED
     assert "update_parameters.gradient_ascent" in {t.mistake for t in report.tests}
@@ -150,7 +131,7 @@ def test_an_update_along_the_gradient_fails_the_descent_property(reports):
 
 def test_changing_the_callers_parameters_in_place_fails_even_with_the_right_values(reports):
     report = reports["shallow_copy"]
-    _only_loses(report, "update_parameters")
+    only_loses(report, "update_parameters")
     failing = [t for t in report.tests
                if t.function == "update_parameters" and t.status is not TestStatus.PASSED]
     assert failing and all("in place" in t.feedback for t in failing)
@@ -168,7 +149,7 @@ def test_a_dict_with_other_keys_or_a_list_instead_of_a_dict_fails_without_crashi
                         ("not_a_dict", "expected a dict with keys ['dW1', 'dW2', 'db1', 'db2'] "
                          "but got a sequence of 4 values")]:
         report = reports[name]
-        _only_loses(report, "gradients")
+        only_loses(report, "gradients")
         tests = _tests(report, "gradients")
         assert tests["examples"][0] is tests["matrix"][0] is TestStatus.FAILED
         assert words in tests["matrix"][1], tests["matrix"]
