@@ -28,10 +28,11 @@ class UsageError(Exception):
     """Bad arguments or an unusable source: exit status 2."""
 
 
-def _add_grading_options(p: argparse.ArgumentParser) -> None:
+def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None:
     p.add_argument("--assignment", metavar="NAME",
-                   help="assignment name (assignments/NAME.toml in the course) or a spec path; "
-                        "defaults to the name recorded in the notebook's metadata")
+                   help="assignment name (assignments/NAME.toml in the course) or a spec path"
+                        + ("; defaults to the name recorded in the notebook's metadata"
+                           if one_notebook else " (required)"))
     p.add_argument("--course", type=Path, metavar="DIR",
                    help="folder holding assignments/ and solutions/ (default: this checkout)")
     p.add_argument("--cell-timeout", type=float, metavar="S",
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grade one notebook. Exit 0 on full marks, 1 when graded below full "
                     "marks, 2 when it could not be graded (unreadable file, bad arguments).")
     check.add_argument("notebook", type=Path, metavar="NOTEBOOK")
-    _add_grading_options(check)
+    _add_grading_options(check, one_notebook=True)
     check.add_argument("--format", choices=["text", "json", "gradescope"], default="text",
                        help="text: a table per function (default); json: the report; "
                             "gradescope: Gradescope's results.json")
@@ -107,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the student id is the file name) or one notebook per sub-folder (the id "
                     "is the folder name). Reports go to a gradebook as each is judged; "
                     "submissions it already holds a valid report for are not run again. Writes "
-                    "OUT/<student>.json and OUT/grades.csv. Exit 0 when every submission got a "
-                    "report, 2 for bad arguments or an unreadable source.")
+                    "OUT/<student>.json and OUT/<student>.html per submission, OUT/grades.csv "
+                    "and OUT/summary.png. Exit 0 when every submission got a report, 2 for bad "
+                    "arguments or an unreadable source.")
     grade.add_argument("source", type=Path, metavar="SOURCE")
     grade.add_argument("--out", type=Path, required=True, metavar="OUT",
                        help="folder for the reports (created if needed)")
-    _add_grading_options(grade)
+    _add_grading_options(grade, one_notebook=False)
     grade.add_argument("--salt", default="",
                        help="private text mixed into every seed, so students cannot replay "
                             "the hidden cases")

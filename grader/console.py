@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
@@ -112,12 +114,20 @@ def _tables(summary: ClassSummary, graded: int) -> list[Table]:
     return [overview, functions, failures, slowest]
 
 
+class _Console(Console):
+    """A console whose reader may go away (`grader grade -v ... | head`): rich would end the
+    process there; a class run goes on silently and still writes every file."""
+
+    def on_broken_pipe(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class ClassConsole:
     """Progress while a class is graded: a bar on a terminal, nothing in a log unless asked."""
 
     def __init__(self, verbosity: Verbosity, total: int, kept: int) -> None:
         self._verbosity = verbosity
-        self._out = Console()
+        self._out = _Console()
         self._err = Console(stderr=True)
         self._progress: Progress | None = None
         self._task: TaskID | None = None

@@ -414,3 +414,22 @@ def test_a_gradebook_of_another_schema_is_refused(tmp_path, capsys):
     assert main(["grade", str(source), "--out", str(out), "-q",
                  "--assignment", "derivative_calculation"]) == 2
     assert "schema 99" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_does_not_stop_the_grading(tmp_path):
+    source = tmp_path / "class"
+    source.mkdir()
+    for i in range(4):
+        (source / f"s{i}.ipynb").write_text("{")  # unreadable: reports without a kernel
+    out = tmp_path / "out"
+    # What `grader grade -v ... | head -1` does to the grader: its stdout closes early.
+    proc = subprocess.Popen([str(GRADER), "grade", str(source), "--out", str(out), "-v",
+                             "--assignment", "derivative_calculation"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    assert sorted(_reports(out)) == [f"s{i}" for i in range(4)]
+    assert len(_csv(out)) == 4 and (out / "summary.png").exists()
