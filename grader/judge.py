@@ -343,10 +343,11 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
             numeric = numerical_gradient(of, case.variables[check.wrt])
             if numeric.shape != analytic.shape:
                 raise ValueError("a gradient has the shape of the variable it is taken against")
-        except _DOES_NOT_FIT:
+        except _DOES_NOT_FIT as exc:
             return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
                               feedback=f"{f.name} returned {describe(got)}, which does "
-                              "not fit the shape of its inputs.")
+                              f"not fit the shape of its inputs ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}).")
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
         worst = max(worst, float(np.max(rel, initial=0.0)))
         pairs.append((analytic, numeric))
