@@ -8,7 +8,6 @@ that is drawn after the student's cells have run. Everything else the kernel say
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import secrets
 import shutil
@@ -260,6 +259,8 @@ class KernelSession:
         self._workdir = workdir
         self._client: _Client | None = None
         self._run: str | None = None
+        # Output dropped by every kernel of this session, the restarted ones included.
+        self.dropped_bytes = 0
 
     async def start(self) -> None:
         client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
@@ -273,6 +274,8 @@ class KernelSession:
 
     async def stop(self) -> None:
         client, self._client = self._client, None
+        if client is not None:
+            self.dropped_bytes += client.dropped_bytes
         if client is not None and client.km is not None:
             with contextlib.suppress(Exception):
                 await client._async_cleanup_kernel()
@@ -452,8 +455,6 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                 if problem is not None:
                     observations.cells.append(problem)
             position += 1
-        else:
-            index = math.inf  # type: ignore[assignment]
 
         alive = position == len(code_cells)
         for plan in plans:
@@ -473,8 +474,8 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                         await replay(code_cells[-1] + 1 if code_cells else 0)
                     except KernelLost:
                         alive = False
-        observations.output_dropped_bytes = session.client.dropped_bytes if session._client else 0
     finally:
         await session.stop()
         shutil.rmtree(runtime, ignore_errors=True)
+    observations.output_dropped_bytes = session.dropped_bytes
     return observations
