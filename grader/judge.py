@@ -11,7 +11,7 @@ import numpy as np
 
 from grader.cases import Case, Code
 from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
-from grader.reference import evaluate, with_substitutes
+from grader.reference import evaluate, gradient, with_substitutes
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import (
     AssignmentSpec,
@@ -40,12 +40,10 @@ from grader.values import (
     as_plain,
 )
 
-# Central differences: truncation error ~ h^2 |f'''| / 6 and rounding error ~ eps |f| / h balance
-# at h ~ eps^(1/3) ~ 6e-6 (scaled by the size of the value), for an error near 1e-10 on O(1)
-# costs. That is far below the float32 noise of a correct student (about 1e-6 relative), so the
-# spec's fd_rtol can sit in between: 1e-4 accepts float32 work with a tenfold margin while a real
-# mistake (a missing factor, a wrong sign) is off by percents or more.
-FD_STEP = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+# The finite differences (grader.reference.gradient) err by about 1e-10 on O(1) costs. That is
+# far below the float32 noise of a correct student (about 1e-6 relative), so the spec's fd_rtol
+# can sit in between: 1e-4 accepts float32 work with a tenfold margin while a real mistake (a
+# missing factor, a wrong sign) is off by percents or more.
 
 # What a spec expression raises when a student's value has the wrong shape, misses a dict key or
 # is a number where a sequence was expected: the value does not fit, which fails the test.
@@ -292,20 +290,6 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                       max_error=max_error, details=details)
 
 
-def numerical_gradient(func: Callable[[np.ndarray], Any], at: Any) -> np.ndarray:
-    """Central-difference gradient of sum(func(v)) with respect to every entry of v, at `at`."""
-    base = np.array(at, dtype=np.float64)
-    grad = np.empty(base.shape, dtype=np.float64)
-    for idx in np.ndindex(base.shape):
-        h = FD_STEP * max(1.0, abs(float(base[idx])))
-        plus, minus = base.copy(), base.copy()
-        plus[idx] += h
-        minus[idx] -= h
-        # Divide by the step actually taken, which rounding may have changed.
-        grad[idx] = (np.sum(func(plus)) - np.sum(func(minus))) / (plus[idx] - minus[idx])
-    return grad
-
-
 def relative_difference(analytic: np.ndarray, numeric: np.ndarray, atol: float) -> np.ndarray:
     """|a - n| / (|a| + |n|): 1 for a sign error, |r - 1| / (r + 1) for a gradient scaled by r."""
     diff = np.abs(analytic - numeric)
@@ -340,7 +324,7 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         try:
             analytic = np.asarray(
                 evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
-            numeric = numerical_gradient(of, case.variables[check.wrt])
+            numeric = gradient(of, case.variables[check.wrt])
             if numeric.shape != analytic.shape:
                 raise ValueError("a gradient has the shape of the variable it is taken against")
         except _DOES_NOT_FIT as exc:

@@ -7,6 +7,7 @@ Each notebook runs in one real kernel, once per test session.
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import textwrap
 from pathlib import Path
@@ -15,8 +16,11 @@ import nbformat
 import pytest
 
 from grader.authoring import build_student_notebook
-from grader.cases import derive_seed
+from grader.cases import derive_seed, make_cases
 from grader.cli import main
+from grader.grade import grade_notebook, limits_for
+from grader.judge import fmt
+from grader.reference import handout_namespace, reference_namespace
 from grader.report import Report, TestKind, TestStatus
 from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, load_spec
 from tests.notebooks import ROOT, grade_all
@@ -85,6 +89,25 @@ def test_finite_differences_agree_with_the_references_own_gradients(
     for t in checks:
         assert t.status is TestStatus.PASSED, (t.name, t.feedback)
         assert t.max_error is not None and t.max_error <= margin, (t.name, t.max_error)
+
+
+def test_a_self_check_without_the_answer_key_passes_the_solution(spec: AssignmentSpec,
+                                                                 reference_report: Report):
+    # Students get the spec and the grader without solutions/: the same cases must be
+    # computable from the handout alone, and the solution must pass every public check.
+    seed = derive_seed(spec.name, "assignment-ci")
+    full = make_cases(spec, reference_namespace(spec), seed)
+    public = make_cases(spec, handout_namespace(spec), seed)
+    for a, b in zip(full, public, strict=True):
+        for name in a.variables:
+            assert fmt(a.variables[name]) == fmt(b.variables[name]), name
+    report = asyncio.run(grade_notebook(spec.reference_path, spec, seed, limits_for(spec),
+                                        public=True))
+    assert report.mode == "public"
+    assert report.tests and report.score == report.max_score, [
+        (t.name, t.feedback) for t in report.tests if t.status is not TestStatus.PASSED]
+    instructor = {t.name for t in reference_report.tests}
+    assert {t.name for t in report.tests} <= instructor
 
 
 def test_student_notebook_scores_zero_with_every_test_not_implemented(student_report: Report):

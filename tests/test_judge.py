@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from grader.cases import call_args, derive_seed, make_cases
-from grader.judge import compare, judge, numerical_gradient, relative_difference
+from grader.judge import compare, judge, relative_difference
+from grader.reference import gradient as numerical_gradient
 from grader.reference import reference_namespace
 from grader.report import TestStatus
 from grader.values import Array, Call, CallMessage, Number, as_array
