@@ -419,13 +419,15 @@ def _broken_by(call: Call, dependency: Call) -> bool:
 
 
 def _precision(outcome: Number | Array, rtol: float) -> float:
-    """The relative tolerance a value delivered in this dtype deserves: a function computed
-    from a float16 or float32 value inherits that precision, not float64's."""
-    try:
-        eps = float(np.finfo(np.dtype(outcome.dtype)).eps)
-    except (TypeError, ValueError):  # a Python float, or no floating dtype: float64
-        return rtol
-    return max(rtol, 16 * eps)
+    """The relative tolerance a value of this precision deserves: a function computed from a
+    float16 or float32 value inherits that precision, not float64's. Read from the values
+    themselves (do they survive a round trip?), not from the dtype the kernel names."""
+    values = as_array(outcome)
+    for low in (np.float16, np.float32):
+        with np.errstate(all="ignore"):
+            if np.array_equal(values.astype(low).astype(np.float64), values):
+                return max(rtol, 16 * float(np.finfo(low).eps))
+    return rtol
 
 
 def _stand_in(args: Sequence[Any], value: np.ndarray) -> Callable[..., Any]:
@@ -446,24 +448,33 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
                     ) -> dict[int, str]:
     """Cases where `f` is wrong only through another student function it calls.
 
-    Case index -> the name of that function. `f` raised the very error that function raised on
-    the same inputs, or (given the answer key's namespace) `f` is wrong but equals the reference
-    formula evaluated with the student's own values of that function, observed by the spec's
-    probes. Such a mistake is charged once, to the function that makes it.
+    Case index -> the name of that function. Given the answer key's namespace: `f` is wrong but
+    equals the reference formula evaluated with the student's own values of that function,
+    observed by the spec's probes; or `f` raised because that function raised the same error or
+    returned no number, and `f` is right on some other case where that function did return
+    values. Without such evidence a failure is not excused (else a student could trade one
+    function's points for another's by making both fail), so public mode, which has no answer
+    key, excuses nothing. Such a mistake is charged once, to the function that makes it.
     """
     found: dict[int, str] = {}
+    if namespace is None:
+        return found
     probes = [(p, calls[p.key(f.name)]) for p in f.probes if p.key(f.name) in calls]
     tol = spec.tolerance
+    broken: dict[int, str] = {}
+    evidence = False  # f is right on a case where its dependencies gave values
     for i, (case, call) in enumerate(zip(cases, calls[f.name], strict=True)):
         same = [p.function for p, observed in probes if _broken_by(call, observed[i])]
         if same:
-            found[i] = same[0]
+            broken[i] = same[0]
             continue
-        if namespace is None or not probes or not isinstance(call.outcome, Number | Array):
+        if not probes or not isinstance(call.outcome, Number | Array) or call.mutated:
             continue
         got = as_array(call.outcome)
         expected = evaluate(f.expected_expression, namespace, **case.variables)
         if compare(expected, got, tol.rtol, tol.atol)[0]:
+            evidence = evidence or all(isinstance(o[i].outcome, Number | Array)
+                                       for _, o in probes)
             continue
         substitutes = {}
         rtol = tol.rtol
@@ -482,7 +493,8 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
             continue
         if compare(own, got, rtol, tol.atol)[0]:
             found[i] = next(iter(substitutes))
-    return found
+            evidence = True
+    return found | broken if evidence else found
 
 
 def _credit_note(f: FunctionSpec, inherited: dict[int, str], scope: Sequence[int]) -> str:

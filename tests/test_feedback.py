@@ -188,13 +188,36 @@ def test_the_example_class_gets_the_mistakes_its_readme_promises(grade):
         assert named == ({promised} if promised != "—" else set()), student
 
 
-def test_a_sigmoid_prime_that_returns_none_costs_delta2_and_delta1_nothing(tmp_path, grade):
-    report = grade(submission(tmp_path, bodies={"sigmoid_prime": "s = sigmoid(z)\ns * (1 - s)"}))
+def test_failing_together_earns_nothing_without_evidence(tmp_path, grade):
+    # A sigmoid_prime that returns None leaves no case on which delta2 could show that it is
+    # right: excusing its errors would let a student trade sigmoid_prime's points for delta2's
+    # and delta1's by making all three fail.
+    folder = tmp_path
+    traded = grade(submission(folder, "traded", bodies={
+        "sigmoid_prime": "return None",
+        "delta2": "raise RuntimeError()",
+        "delta1": "raise RuntimeError()",
+    }))
+    honest = grade(submission(folder, "honest", bodies={
+        "sigmoid_prime": "s = sigmoid(z)\ns * (1 - s)",
+    }))
+    for report in (traded, honest):
+        scores = report.function_scores()
+        assert scores["sigmoid_prime"][0] == scores["delta2"][0] == scores["delta1"][0] == 0
+        assert scores["update"][0] == scores["update"][1]
+    delta2 = next(t for t in honest.tests if t.name == "delta2: scalar")
+    assert "delta2 calls your sigmoid_prime, which fails its own tests" in delta2.feedback
+
+
+def test_an_error_shared_with_a_scalar_only_sigmoid_prime_is_excused(tmp_path, grade):
+    # Here the evidence exists: on scalars sigmoid_prime works and delta2 is right.
+    body = "import math\ns = 1 / (1 + math.exp(-z))\nreturn s * (1 - s)"
+    report = grade(submission(tmp_path, bodies={"sigmoid_prime": body}))
     scores = report.function_scores()
-    assert scores["sigmoid_prime"][0] == 0
+    assert scores["sigmoid_prime"][0] < scores["sigmoid_prime"][1]
     for function in ("delta2", "delta1", "update"):
         assert scores[function][0] == scores[function][1], function
-    delta2 = next(t for t in report.tests if t.name == "delta2: scalar")
+    delta2 = next(t for t in report.tests if t.name == "delta2: vector")
     assert "your own sigmoid_prime" in delta2.feedback
 
 
