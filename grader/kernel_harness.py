@@ -113,8 +113,18 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
             return eval(arg[1], scope)
         return arg
 
+    import sys as _sys
+
+    _stream = _sys.stdout
+
     def _emit(payload):
         _publish({mime: {"nonce": nonce, **payload}}, metadata={})
+        # Wait until the kernel's I/O thread has sent it: a later case that kills the kernel
+        # must not take this outcome down with it.
+        try:
+            _stream.flush()
+        except BaseException:
+            pass
 
     def _unchanged(after, before):
         # `before` is a private copy the student's code never saw.

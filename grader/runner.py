@@ -170,7 +170,14 @@ def _alive(pid: int) -> bool:
 
 
 class KernelLost(Exception):
-    """The kernel died or stopped answering; its state is gone."""
+    """The kernel died or stopped answering; its state is gone.
+
+    `calls` holds what a function call had answered before that, case by case.
+    """
+
+    def __init__(self, message: str, calls: list[Call] | None = None) -> None:
+        super().__init__(message)
+        self.calls = calls
 
 
 class _Client(NotebookClient):
@@ -352,8 +359,14 @@ class KernelSession:
         code = "{}({!r}, [{}])".format(
             self._run, function, ", ".join("[" + ", ".join(map(_literal, args)) + "]"
                                            for args in arguments))
-        timed_out = await self._execute(code, receive, deadline_s=self._limits.call_timeout_s,
-                                        progress=lambda: len(outcomes))
+        try:
+            timed_out = await self._execute(code, receive, deadline_s=self._limits.call_timeout_s,
+                                            progress=lambda: len(outcomes))
+        except KernelLost as lost:
+            # The cases answered before the kernel went keep their outcomes.
+            died = Call(outcome=KernelDied(kind="kernel_died"))
+            raise KernelLost(str(lost), [outcomes.get(i, died) for i in range(len(arguments))]
+                             ) from None
         if missing is not None:
             return [Call(outcome=missing) for _ in arguments]
         calls = []
@@ -423,9 +436,15 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
 
     async def replay(upto: int) -> None:
-        """A fresh kernel with every cell before `upto` run again, skipping the killers."""
+        """A fresh kernel with every cell before `upto` run again, skipping the killers and
+        the cells that ran out of time."""
         await session.stop()
-        await session.start()
+        try:
+            await session.start()
+        except KernelLost:
+            raise
+        except Exception as exc:  # the kernel did not come up again: as good as dead
+            raise KernelLost(f"the kernel did not start again ({exc})") from exc
         for index in code_cells:
             if index >= upto:
                 break
@@ -454,6 +473,8 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
             else:
                 if problem is not None:
                     observations.cells.append(problem)
+                    if problem.problem == "timeout":
+                        skipped.add(index)
             position += 1
 
         alive = position == len(code_cells)
@@ -464,9 +485,9 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                 continue
             try:
                 observations.calls[plan.key] = await session.call(plan.function, plan.arguments)
-            except KernelLost:
-                observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
-                                                for _ in plan.arguments]
+            except KernelLost as lost:
+                observations.calls[plan.key] = lost.calls or [
+                    Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]
                 alive = restarts > 0
                 if alive:
                     restarts -= 1

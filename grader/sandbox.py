@@ -140,6 +140,9 @@ def _environment(home: str, marker: str) -> list[str]:
                             "/bin"])
     return [f"PATH={path}", f"HOME={home}", "USER=student", "LOGNAME=student", "LANG=C.UTF-8",
             "TMPDIR=/tmp", "PYTHONNOUSERSITE=1", "MPLBACKEND=Agg",
+            # The working folder is the student's: a module they write there (say
+            # ipykernel_launcher.py) must not replace the kernel the next time it starts.
+            "PYTHONSAFEPATH=1",
             # One BLAS thread: the kernel shares the machine with other kernels, and a thread
             # pool would count against the process limit.
             "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",

@@ -277,6 +277,28 @@ def test_a_50_mb_print_costs_the_grader_no_memory(tmp_path):
 
 # --- dead kernels -----------------------------------------------------------------------------
 
+def test_a_kernel_lost_on_a_later_case_keeps_the_earlier_cases(spec, tmp_path):
+    body = ("if np.ndim(z1) == 2:\n    import ctypes\n    ctypes.string_at(0)\n"
+            "return delta2 * w2 * sigmoid_prime(z1)")
+    report = _grade(spec, submission(tmp_path, "late", bodies={"delta1": body}), sandbox="auto")
+    delta1 = {t.name.split(": ", 1)[1]: t.status for t in report.tests if t.function == "delta1"}
+    assert delta1["examples"] == delta1["scalar"] == delta1["vector"] == "passed"
+    assert delta1["matrix"] == "kernel_died"
+    # The kernel came back for the functions after it.
+    assert _scores(report)["update"] == 5
+
+
+def test_a_module_written_to_shadow_the_kernel_does_not_stop_the_report(spec, tmp_path):
+    # Without a sandbox the working folder is writable and on the kernel's path: the student
+    # plants ipykernel_launcher.py, then kills the kernel so that it has to start again.
+    plant = ("open('ipykernel_launcher.py', 'w').write('import os\\nos._exit(1)\\n')\n"
+             "import os\nos._exit(3)")
+    report = _grade(spec, submission(tmp_path, "plant", extra_cells=[plant]), sandbox="none")
+    assert report.status == "graded"
+    assert [c.problem for c in report.cells] == ["kernel_died"]
+    assert report.score == report.max_score
+
+
 def test_a_segfault_mid_notebook_restarts_and_what_was_defined_is_graded(spec, tmp_path):
     path = submission(tmp_path, "crash", cells_before=["import ctypes\nctypes.string_at(0)"])
     report = _grade(spec, path, sandbox="auto")
