@@ -372,7 +372,8 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
                 km_factory: KernelManagerFactory | None = None,
                 sandbox: str = "none", gradescope: bool = False) -> int:
-    """Grade every submission in `source` into `out`; 0 when each got a report.
+    """Grade every submission in `source` into `out`; 0 when each got a report, 1 when the
+    grader itself failed on some (their reports are not kept; run again).
 
     Raises SourceError for an unusable source, output folder or reference.
     """
@@ -396,7 +397,9 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             with _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
                 reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
             write_class_outputs(out, reports, spec, gradescope=gradescope)
-    return 0
+    # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
+    # its report is not kept, and the exit status says that a re-run is due.
+    return 1 if run.failures else 0
 
 
 @contextlib.contextmanager

@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "is the folder name). Reports go to a gradebook as each is judged; "
                     "submissions it already holds a valid report for are not run again. Writes "
                     "OUT/<student>.json and OUT/<student>.html per submission, OUT/grades.csv "
-                    "and OUT/summary.png. Exit 0 when every submission got a report, 2 for bad "
-                    "arguments or an unreadable source.")
+                    "and OUT/summary.png. Exit 0 when every submission got a report, 1 when the "
+                    "grader itself failed on some (run again to retry them), 2 for bad "
+                    "arguments or an unreadable source, 130 when interrupted.")
     grade.add_argument("source", type=Path, metavar="SOURCE")
     grade.add_argument("--out", type=Path, required=True, metavar="OUT",
                        help="folder for the reports (created if needed)")
@@ -192,6 +193,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
                                             public=args.public))
     except SpecError as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
+        raise UsageError(f"could not grade {args.notebook}: {type(exc).__name__}: {exc}"
+                         ) from exc
     if args.format == "json":
         print(report.model_dump_json(indent=2))
     elif args.format == "gradescope":

@@ -17,7 +17,7 @@ from grader.reference import handout_namespace, reference_namespace
 from grader.report import Report
 from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
 from grader.sandbox import choose_sandbox
-from grader.spec import AssignmentSpec, SpecError
+from grader.spec import AssignmentSpec, SpecError, Timeouts
 
 
 def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
@@ -80,7 +80,10 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
             plans.append(CallPlan(f.repeat_key, f.name,
                                   [call_args(spec, f.name, c) for c in cases]))
     observations = await observe(nb, plans, limits, km_factory, submission=path)
-    tests = judge(spec, cases, observations.calls, namespace, public=public)
+    # Feedback quotes the timeouts that applied, which the command line may have changed.
+    applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
+                                                           call_s=limits.call_timeout_s)})
+    tests = judge(applied, cases, observations.calls, namespace, public=public)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,

@@ -394,7 +394,8 @@ def test_a_grader_failure_is_reported_but_not_kept(tmp_path, spec):
     def no_kernel(runtime: Path, workdir: Path):
         raise RuntimeError("no kernel today")
 
-    assert _grade(spec, source, out, km_factory=no_kernel, sandbox="none") == 0
+    # Exit status 1: a run is due to retry what the grader could not do.
+    assert _grade(spec, source, out, km_factory=no_kernel, sandbox="none") == 1
     report = _reports(out)["ada"]
     assert report.status == "invalid" and "no kernel today" in report.reason
     assert _rows(out) == {}  # the next run tries again

@@ -153,7 +153,9 @@ def test_a_looping_function_times_out_once_and_the_others_are_graded(grade, tmp_
     body = "while True:\n    pass"
     report = grade(submission(tmp_path, bodies={"update": body}), call_timeout=1.0)
     assert statuses(report, "update") == {TestStatus.TIMEOUT}
-    assert "not called again" in next(t for t in report.tests if t.function == "update").feedback
+    feedback = next(t for t in report.tests if t.function == "update").feedback
+    assert "not called again" in feedback
+    assert "within 1 s" in feedback  # the timeout that applied, not the spec's 5 s
     for function in ("sigmoid_prime", "delta2", "delta1"):
         assert full(report, function)
 
@@ -161,8 +163,7 @@ def test_a_looping_function_times_out_once_and_the_others_are_graded(grade, tmp_
 def test_input_fails_at_once_instead_of_waiting(grade, tmp_path):
     report = grade(submission(tmp_path, cells_before=["name = input('your name? ')"]),
                    cell_timeout=20)
-    assert report.cells[0].problem == "error"
-    assert report.duration_s < 15
+    assert report.cells[0].problem == "error"  # at once: a wait would end as a timeout
     assert report.score == report.max_score
 
 
