@@ -120,8 +120,13 @@ def _ordinals(indices: Sequence[int]) -> str:
     return " and ".join(named)
 
 
-def call_verdict(function: str, call: Call, timeout_s: float) -> CaseVerdict:
-    """Turn one call's outcome into a plain value or the reason there is none."""
+def call_verdict(function: str, call: Call, timeout_s: float, visible: bool = False
+                 ) -> CaseVerdict:
+    """Turn one call's outcome into a plain value or the reason there is none.
+
+    A student's own exception message is quoted for visible cases only: it could spell out a
+    hidden case's inputs.
+    """
     o = call.outcome
     match o:
         case Number() | Array() | DictValue() | SequenceValue() if call.mutated:
@@ -158,6 +163,10 @@ def call_verdict(function: str, call: Call, timeout_s: float) -> CaseVerdict:
                 TestStatus.KERNEL_DIED, f"The kernel died before {function} could be tested."
             )
         case Raised():
+            if not visible:
+                return CaseVerdict(TestStatus.ERROR,
+                                   f"{function} raised {o.type} on a hidden case (messages are "
+                                   "shown for the worked examples only).")
             return CaseVerdict(TestStatus.ERROR, f"{function} raised {o.type}: {o.message}")
         case NoneValue():
             return CaseVerdict(
@@ -247,7 +256,7 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     """Judge one group of cases against the reference solution (or the given answers)."""
     points = f.points[case_set]
     visible = case_set is CaseSet.EXAMPLES
-    verdicts = [call_verdict(f.name, c, spec.timeouts.call_s) for c in calls]
+    verdicts = [call_verdict(f.name, c, spec.timeouts.call_s, visible) for c in calls]
     base = dict(name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
                 max_score=points, visibility=Visibility.VISIBLE if visible else Visibility.HIDDEN)
     problem = next((v for v in verdicts if v.status is not TestStatus.PASSED), None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -53,17 +54,24 @@ class TestResult(_Model):
     name: str
     function: str
     kind: TestKind
-    score: float = Field(ge=0)
-    max_score: float = Field(ge=0)
+    score: float = Field(ge=0, allow_inf_nan=False)
+    max_score: float = Field(ge=0, allow_inf_nan=False)
     status: TestStatus
     visibility: Visibility
     feedback: str
     max_error: float | None = Field(
-        default=None, description="Largest error measured over the cases, in the test's own metric."
-    )
+        default=None, description="Largest error measured over the cases, in the test's own "
+        "metric; none when nothing comparable was returned (a wrong shape, say).")
     details: list[CaseDetail] = Field(default_factory=list)
     mistake: str | None = Field(
         default=None, description="Id of the known misconception the failure matches, if any.")
+
+    @field_validator("max_error")
+    @classmethod
+    def _measured(cls, value: float | None) -> float | None:
+        # JSON has no infinity: an error too large to measure is no measurement at all, which
+        # also keeps a report the same once written and read back.
+        return value if value is None or math.isfinite(value) else None
 
     @model_validator(mode="after")
     def _score_within_max(self) -> TestResult:
@@ -97,11 +105,11 @@ class Report(_Model):
     submission: str
     status: Literal["graded", "invalid"]
     reason: str | None = Field(default=None, description="Why the submission could not be graded.")
-    score: float = Field(ge=0)
-    max_score: float = Field(ge=0)
+    score: float = Field(ge=0, allow_inf_nan=False)
+    max_score: float = Field(ge=0, allow_inf_nan=False)
     seed: int
     grader_version: str
-    duration_s: float = Field(ge=0)
+    duration_s: float = Field(ge=0, allow_inf_nan=False)
     sandbox: str = "none"
     mode: Literal["full", "public"] = Field(
         default="full", description="Which checks ran: 'full' judges against the answer key; "

@@ -29,7 +29,16 @@ from pydantic import ValidationError
 
 from grader.cases import Code
 from grader.report import CellProblem
-from grader.values import MAX_ENTRIES, Call, CallMessage, KernelDied, Missing, Raised, Timeout
+from grader.values import (
+    MAX_ENTRIES,
+    MAX_ITEMS,
+    Call,
+    CallMessage,
+    KernelDied,
+    Missing,
+    Raised,
+    Timeout,
+)
 
 HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
 # Runs before the student's first cell. ipykernel sends one print as one iopub message, which
@@ -77,7 +86,7 @@ class Limits:
     interrupt_grace_s: float = 3.0
     # Fresh kernels started after the first one dies or hangs; one more death ends the run.
     restarts: int = 1
-    max_items: int = 100_000
+    max_items: int = MAX_ITEMS
     max_text: int = 500
     # Where the kernel runs: auto, bwrap, unshare or none (grader/sandbox.py).
     sandbox: str = "auto"

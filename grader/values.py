@@ -23,12 +23,16 @@ class Number(_Wire):
     value: WireFloat
 
 
+# An array holds at most this many numbers: far more than any case calls for.
+MAX_ITEMS = 100_000
+
+
 class Array(_Wire):
     kind: Literal["array"]
     type: str = Field(max_length=200)
     dtype: str = Field(max_length=200)
     shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
-    data: list[WireFloat]
+    data: list[WireFloat] = Field(max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _size_matches_shape(self) -> Array:
@@ -113,14 +117,16 @@ class CallMessage(_Wire):
     function: str
     case: int = Field(ge=-1)
     outcome: Outcome
-    mutated: list[int] = Field(default_factory=list)
+    mutated: list[Annotated[int, Field(ge=0, le=31)]] = Field(default_factory=list,
+                                                               max_length=32)
 
 
 class Call(_Wire):
     """The outcome of calling one student function on one case, as the judge sees it."""
 
     outcome: Outcome
-    mutated: list[int] = Field(default_factory=list)
+    mutated: list[Annotated[int, Field(ge=0, le=31)]] = Field(default_factory=list,
+                                                               max_length=32)
 
 
 def _float(v: WireFloat) -> float:

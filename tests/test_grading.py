@@ -258,3 +258,14 @@ def test_a_name_reassigned_after_its_definition_is_reported_as_such(grade, tmp_p
     delta2 = [t for t in report.tests if t.function == "delta2"]
     assert {t.status for t in delta2} == {TestStatus.MISSING}
     assert "delta2 is not a function but a value of type float64" in delta2[0].feedback
+
+
+def test_a_students_exception_message_cannot_leak_hidden_inputs(grade, tmp_path):
+    body = "raise ValueError('inputs: ' + repr((y_hat, y, z2)))"
+    report = grade(submission(tmp_path, bodies={"delta2": body}))
+    by_name = {t.name: t for t in report.tests if t.function == "delta2"}
+    assert "inputs: " in by_name["delta2: examples"].feedback  # a worked example: quoted
+    for name, test in by_name.items():
+        if test.visibility == "hidden":
+            assert test.status is TestStatus.ERROR
+            assert "inputs: " not in test.feedback and "ValueError" in test.feedback, name
