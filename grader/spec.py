@@ -9,7 +9,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
 # stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.
@@ -67,8 +76,8 @@ class CaseSets(_Model):
     """How many random cases to draw, and their shapes."""
 
     scalar: int = Field(3, ge=1, description="Scalar cases drawn per function.")
-    vector: tuple[int] = (6,)
-    matrix: tuple[int, int] = (3, 4)
+    vector: tuple[PositiveInt] = (6,)
+    matrix: tuple[PositiveInt, PositiveInt] = (3, 4)
 
 
 class GradientCheck(_Model):
@@ -150,6 +159,11 @@ class Mistake(_Model):
             _check_expression(self.value)
         if self.detector is Detector.CONSTANT and self.example is None:
             raise ValueError(f"{self.id}: detector 'constant' needs an example body")
+        if self.detector is Detector.CONSTANT:
+            try:
+                self.hint.format(value=1.0)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"{self.id}: the hint may quote only {{value}} ({exc})") from None
         return self
 
 
@@ -172,7 +186,7 @@ class FunctionSpec(_Model):
         default=None,
         description="Expected value; by default the reference function called on `args`.",
     )
-    points: dict[CaseSet, float] = Field(
+    points: dict[CaseSet, NonNegativeFloat] = Field(
         default_factory=lambda: {s: 1.0 for s in CaseSet},
         description="Points for each group of cases checked against the reference.",
     )
