@@ -11,12 +11,14 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,13 +63,21 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """A temp folder for this test's grading alone, so leftovers are ours to count."""
-    folder = tmp_path / "tmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+def _short_private_folder() -> Path:
+    # Short, or the grader would not use it: IPC socket paths must fit in 107 bytes, so it
+    # falls back to /tmp beside a long temp folder (pytest's own are too long).
+    folder = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))
+    assert len(str(folder)) <= 40
     return folder
+
+
+@pytest.fixture
+def private_tmp(monkeypatch) -> Iterator[Path]:
+    """A temp folder for this test's grading alone, so leftovers are ours to count."""
+    folder = _short_private_folder()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _conditional(flag: str, function: str, correct: str) -> str:
@@ -428,8 +438,7 @@ def test_a_class_with_hostile_submissions_grades_the_honest_ones_and_leaves_no_t
     submission(source, "spammer", extra_cells=["import os\nos.write(2, b'z' * (1 << 20))",
                                                "print('w' * 5_000_000)"])
     before_source, before_solutions = _tree_digest(source), _tree_digest(solutions)
-    private_tmp = tmp_path / "tmp"
-    private_tmp.mkdir()
+    private_tmp = _short_private_folder()
 
     done = subprocess.run([*GRADER, "grade", str(source), "--out", str(out), "--assignment",
                            "derivative_calculation", "--sandbox", "bwrap", "--cell-timeout", "5",
@@ -452,6 +461,7 @@ def test_a_class_with_hostile_submissions_grades_the_honest_ones_and_leaves_no_t
                    if p.is_file() and p.suffix in {".json", ".csv", ".html"})
     assert _processes_with("1000.161803") == []
     assert list(private_tmp.iterdir()) == []
+    private_tmp.rmdir()
     assert len(done.stderr) < 10_000  # the kernel's own stderr never reaches the grader's
 
 
