@@ -70,7 +70,10 @@ class Submission:
             return _file_sha256(self.notebook)
         digest = hashlib.sha256()
         for path in sorted(self.files):
-            digest.update(f"{path.parent.name}/{path.name}\0{_file_sha256(path)}\0".encode())
+            # Named within the class, not by the folder the class sits in: a moved class keeps
+            # its keys.
+            name = f"{self.student}/{path.name}" if path.parent.name == self.student else path.name
+            digest.update(f"{name}\0{_file_sha256(path)}\0".encode())
         return digest.hexdigest()
 
 

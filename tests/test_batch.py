@@ -129,8 +129,11 @@ def test_class_summary_counts_passes_and_failures(mixed_class, spec):
     assert summary.failures["invalid"] == 3 and summary.failures["not_implemented"] > 0
 
 
-def test_a_rerun_keeps_every_report_and_force_grades_again(mixed_class, spec):
-    source, out, _ = mixed_class
+def test_a_rerun_keeps_every_report_and_force_grades_again(mixed_class, spec, tmp_path):
+    # On copies: the class is shared with other tests, and this one changes a notebook.
+    source, out = tmp_path / "class", tmp_path / "out"
+    shutil.copytree(mixed_class[0], source)
+    shutil.copytree(mixed_class[1], out)
     before = _rows(out)
     assert _grade(spec, source, out) == 0
     assert _rows(out) == before  # same timestamps: nothing was graded again
