@@ -207,7 +207,9 @@ def grader_build() -> str:
 
 
 def student_seed(spec: AssignmentSpec, student: str, salt: str = "") -> int:
-    """The seed of a student's cases; without a salt, the one `grader check` uses for the file."""
+    """The seed of a student's cases. Without a salt it is the one `grader check` uses for a
+    notebook named after the student (`<id>.ipynb`); in the folder layout the id is the
+    folder's name, so `grader check` on the notebook inside needs `--seed` to replay it."""
     return derive_seed(spec.name, student, salt) if salt else derive_seed(spec.name, student)
 
 

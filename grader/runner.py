@@ -189,11 +189,29 @@ class KernelLost(Exception):
         self.calls = calls
 
 
+@dataclass
+class _OutputBudget:
+    """Output text kept for one submission, across all its kernels, and what was dropped."""
+
+    limit: int
+    kept: int = 0
+    dropped: int = 0
+
+    def admit(self, content: Any) -> bool:
+        """Count one output message; True when it may be kept."""
+        size = _text_size(content)
+        if self.kept + size > self.limit:
+            self.dropped += size
+            return False
+        self.kept += size
+        return True
+
+
 class _Client(NotebookClient):
     """nbclient with a cap on kept output and a record of how each cell ended."""
 
     def __init__(self, nb: nbformat.NotebookNode, km: AsyncKernelManager, limits: Limits,
-                 workdir: Path) -> None:
+                 workdir: Path, budget: _OutputBudget) -> None:
         super().__init__(
             nb,
             km=km,
@@ -210,8 +228,7 @@ class _Client(NotebookClient):
             resources={"metadata": {"path": str(workdir)}},
         )
         self._limits = limits
-        self.kept_bytes = 0
-        self.dropped_bytes = 0
+        self._budget = budget
         self.idle_seen = False
         self.last_reply: dict[str, Any] | None = None
         self.on_cell_executed = self._remember_reply
@@ -226,12 +243,14 @@ class _Client(NotebookClient):
 
     def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None,
                cell_index: int) -> Any:
-        size = _text_size(msg.get("content", {}))
-        if self.kept_bytes + size > self._limits.output_bytes:
-            self.dropped_bytes += size
+        if not self._budget.admit(msg.get("content", {})):
             return None
-        self.kept_bytes += size
         return super().output(outs, msg, display_id, cell_index)
+
+    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
+        # An update replaces kept output in place: it must fit the same budget.
+        if self._budget.admit(msg.get("content", {})):
+            super()._update_display_id(display_id, msg)
 
 
 def _text_size(content: Any) -> int:
@@ -275,12 +294,12 @@ class KernelSession:
         self._workdir = workdir
         self._client: _Client | None = None
         self._run: str | None = None
-        # Output dropped by every kernel of this session, the restarted ones included.
-        self.dropped_bytes = 0
+        # One budget for every kernel of this submission, the restarted ones included.
+        self._budget = _OutputBudget(limits.output_bytes)
 
     async def start(self) -> None:
         client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
-                         self._workdir)
+                         self._workdir, self._budget)
         self._client = client
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()
@@ -288,10 +307,13 @@ class KernelSession:
         await self._execute(STREAM_CHUNKS, lambda _msg: None,
                             deadline_s=self._limits.startup_timeout_s)
 
+    @property
+    def dropped_bytes(self) -> int:
+        """Output text this submission's kernels produced beyond the limit."""
+        return self._budget.dropped
+
     async def stop(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            self.dropped_bytes += client.dropped_bytes
         if client is not None and client.km is not None:
             with contextlib.suppress(Exception):
                 await client._async_cleanup_kernel()
