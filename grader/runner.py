@@ -133,16 +133,6 @@ class GraderKernelManager(AsyncKernelManager):
         await super().start_kernel(**kw)
 
 
-def plain_kernel_manager(runtime: Path, workdir: Path) -> AsyncKernelManager:
-    """A python3 kernel on private IPC sockets, whatever kernel the notebook names."""
-    return GraderKernelManager(
-        kernel_name="python3",
-        transport="ipc",
-        ip=str(runtime / "kernel"),
-        connection_file=str(runtime / "kernel.json"),
-    )
-
-
 def scratch_dir(kind: str) -> Path:
     """A private folder for one run's files.
 
@@ -452,9 +442,13 @@ class KernelSession:
 
 
 async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
-                  km_factory: KernelManagerFactory = plain_kernel_manager,
+                  km_factory: KernelManagerFactory,
                   submission: Path | None = None) -> Observations:
-    """Run the notebook's code cells, then carry out each call plan in order."""
+    """Run the notebook's code cells, then carry out each call plan in order.
+
+    `km_factory` makes each kernel's manager: grader.sandbox chooses one with the limits and
+    confinement the machine allows.
+    """
     observations = Observations()
     runtime = scratch_dir("run")
     workdir = runtime / "work"
