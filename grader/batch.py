@@ -19,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import stat
 import time
@@ -32,11 +31,12 @@ from grader import __version__
 from grader.cases import derive_seed
 from grader.console import ClassConsole, Verbosity
 from grader.exports import feedback_html, gradescope_results, write_summary_png
+from grader.files import PARTIAL, scratch_dir, sweep_scratch, write_atomic
 from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
 from grader.report import Report
-from grader.runner import KernelManagerFactory, Limits, scratch_dir, sweep_scratch
+from grader.runner import KernelManagerFactory, Limits
 from grader.sandbox import SandboxUnavailable, choose_sandbox
 from grader.spec import AssignmentSpec, SpecError
 
@@ -45,8 +45,6 @@ ZIP_MAX_MEMBERS = 20_000
 ZIP_MAX_NOTEBOOK_BYTES = 100 * 2**20
 ZIP_MAX_TOTAL_BYTES = 4 * 2**30
 
-# Temporary files of write_atomic carry this mark, so leftovers of a killed run can be removed.
-_PARTIAL = ".partial-"
 
 
 class SourceError(Exception):
@@ -213,21 +211,6 @@ def student_seed(spec: AssignmentSpec, student: str, salt: str = "") -> int:
     return derive_seed(spec.name, student, salt) if salt else derive_seed(spec.name, student)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, rename: never a half-written file."""
-    # Not mkstemp: its files are private (0600), while reports get the umask's usual modes.
-    tmp = path.parent / f".{path.name}{_PARTIAL}{secrets.token_hex(4)}"
-    try:
-        with tmp.open("x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_if_changed(path: Path, text: str) -> None:
     # A re-run rewrites nothing that is already right: cheaper than an fsync per student.
     if _read_text(path) != text:
@@ -236,7 +219,7 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _remove_partial_files(out: Path) -> None:
     """Temporary files a killed run left behind; the finished files beside them are intact."""
-    for leftover in out.glob(f".*{_PARTIAL}*"):
+    for leftover in out.glob(f".*{PARTIAL}*"):
         leftover.unlink(missing_ok=True)
 
 

@@ -37,9 +37,9 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                    help="folder holding assignments/ and solutions/ (default: this checkout)")
     p.add_argument("--cell-timeout", type=float, metavar="S",
                    help="seconds a notebook cell may run before it is interrupted "
-                        "(default: the spec's, 30)")
+                        "(default: the spec's)")
     p.add_argument("--call-timeout", type=float, metavar="S",
-                   help="seconds one call of a student function may take (default: the spec's, 5)")
+                   help="seconds one call of a student function may take (default: the spec's)")
     p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
                    help="where student kernels run: bwrap (bubblewrap: no network, private "
                         "files, own PIDs), unshare (no network, own PIDs), none (limits only), "

@@ -33,11 +33,6 @@ def _values(calls: Sequence[Call]) -> list[np.ndarray] | None:
     return [as_array(c.outcome) for c in calls]  # type: ignore[arg-type]
 
 
-def _close(got: np.ndarray, variant: np.ndarray, tol: Tolerance) -> bool:
-    return (variant.shape == got.shape and bool(np.all(np.isfinite(got)))
-            and bool(np.all(np.abs(got - variant) <= tol.atol + tol.rtol * np.abs(variant))))
-
-
 def _matches_entries(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
                      namespace: dict[str, Any], tol: Tolerance) -> bool:
     """For dict results: the variant is a dict of the entries the mistake gets wrong; the
@@ -52,7 +47,7 @@ def _matches_entries(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
             entries = {k: np.asarray(v, dtype=np.float64) for k, v in variant.items()}
         except Exception:  # e.g. a stub of the public handout: this detector cannot run here
             return False
-        if not all(k in got and _close(got[k], v, tol) for k, v in entries.items()):
+        if not all(k in got and tol.accepts(got[k], v) for k, v in entries.items()):
             return False
     return True
 
@@ -68,9 +63,7 @@ def _matches_value(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
             variant = np.asarray(evaluate(m.value, namespace, **case.variables), dtype=np.float64)
         except Exception:  # e.g. a stub of the public handout: this detector cannot run here
             return False
-        if variant.shape != got.shape or not np.all(np.isfinite(got)):
-            return False
-        if not np.all(np.abs(got - variant) <= tol.atol + tol.rtol * np.abs(variant)):
+        if not tol.accepts(got, variant):
             return False
     return True
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import html
 import io
-import os
-import secrets
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from grader.report import Report, TestResult, TestStatus, Visibility
+from grader.files import write_atomic
+from grader.report import PUBLIC_MODE_NOTE, Report, TestResult, TestStatus, Visibility
 from grader.spec import AssignmentSpec
 
 _STATUS_WORDS = {
@@ -36,8 +35,7 @@ def report_lines(report: Report) -> list[str]:
         lines.append(f"Could not be graded: {report.reason}")
         return lines
     if report.mode == "public":
-        lines.append("Self-check without the answer key: worked examples, finite-difference and "
-                     "property checks only.")
+        lines.append(PUBLIC_MODE_NOTE)
     lines += [f"{t.name} [{_STATUS_WORDS[t.status]}]: {t.feedback}"
               for t in report.tests if t.status is not TestStatus.PASSED]
     lines += [f"{c.where()} ({c.problem}): {c.message}" for c in report.cells]
@@ -130,8 +128,7 @@ def feedback_html(report: Report, title: str = "") -> str:
         parts.append(f"<p class=\"note\">This notebook could not be graded: "
                      f"{_e(report.reason)}</p>")
     if report.mode == "public":
-        parts.append("<p class=\"note\">Self-check without the answer key: only the worked "
-                     "examples and the finite-difference and property checks ran.</p>")
+        parts.append(f"<p class=\"note\">{_e(PUBLIC_MODE_NOTE)}</p>")
     parts += [f"<p class=\"note\">{_e(note)}</p>" for note in report.notes]
     for function, (score, top) in report.function_scores().items():
         parts.append(f"<h2><code>{_e(function)}</code> &mdash; {score:g}/{top:g}</h2>")
@@ -199,10 +196,5 @@ def summary_png(reports: Mapping[str, Report], spec: AssignmentSpec) -> bytes:
 
 
 def write_summary_png(path: Path, reports: Mapping[str, Report], spec: AssignmentSpec) -> None:
-    """Write the class picture via a temporary file and a rename: never half a picture."""
-    tmp = path.parent / f".{path.name}.partial-{secrets.token_hex(4)}"
-    try:
-        tmp.write_bytes(summary_png(reports, spec))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the class picture atomically: never half a picture."""
+    write_atomic(path, summary_png(reports, spec))

@@ -20,6 +20,7 @@ from grader.spec import (
     FunctionSpec,
     GradientCheck,
     PropertyCheck,
+    within,
 )
 from grader.values import (
     Array,
@@ -206,9 +207,8 @@ def compare(expected: Any, got: Plain, rtol: float, atol: float) -> tuple[bool, 
         return False, f"expected shape {exp.shape} but got shape {got.shape}", float("inf")
     if not np.all(np.isfinite(got)):
         return False, "the result contains nan or inf", float("inf")
-    diff = np.abs(got - exp)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(exp)))
-    rel = float(np.max(diff / np.maximum(np.abs(exp), atol), initial=0.0))
+    ok = within(got, exp, rtol, atol)
+    rel = float(np.max(np.abs(got - exp) / np.maximum(np.abs(exp), atol), initial=0.0))
     return ok, "" if ok else "wrong value", rel
 
 

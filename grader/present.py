@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grader.report import Report, TestStatus
+from grader.report import PUBLIC_MODE_NOTE, Report, TestStatus
 
 _MARK = {True: "✓", False: "✗"}
 
@@ -54,8 +54,7 @@ def _header(report: Report) -> list[str]:
     lines = [f"{report.submission} ({report.assignment}): "
              f"{report.score:g}/{report.max_score:g} points"]
     if report.mode == "public":
-        lines.append("Self-check without the answer key: worked examples, finite-difference and "
-                     "property checks only.")
+        lines.append(PUBLIC_MODE_NOTE)
     if report.status == "invalid":
         lines.append(f"Could not be graded: {report.reason}")
     lines += [f"Note: {note}" for note in report.notes]

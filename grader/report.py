@@ -11,6 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SCHEMA_VERSION = 1
 
 
+# What a report in public mode says about itself, wherever it is shown.
+PUBLIC_MODE_NOTE = ("Self-check without the answer key: only the worked examples and the "
+                    "finite-difference and property checks ran.")
+
+
 class TestKind(StrEnum):
     __test__ = False  # a report model, not a pytest class
 

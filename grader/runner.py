@@ -8,11 +8,9 @@ that is drawn after the student's cells have run. Everything else the kernel say
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
 
 from grader.cases import Code
+from grader.files import scratch_dir
 from grader.report import CellProblem
 from grader.values import (
     MAX_ENTRIES,
@@ -131,41 +130,6 @@ class GraderKernelManager(AsyncKernelManager):
         kw.setdefault("stdout", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.DEVNULL)
         await super().start_kernel(**kw)
-
-
-def scratch_dir(kind: str) -> Path:
-    """A private folder for one run's files.
-
-    Its name carries this process's id, so that a later run can sweep what a killed one left
-    behind; and its path stays short, because an IPC socket's path must fit in 107 bytes.
-    """
-    base = Path(tempfile.gettempdir())
-    if len(str(base)) > 40:
-        base = Path("/tmp")
-    return Path(tempfile.mkdtemp(prefix=f"grader-{kind}-{os.getpid()}-", dir=base))
-
-
-def sweep_scratch() -> int:
-    """Remove the scratch folders of grader processes that are gone; how many were removed."""
-    removed = 0
-    for base in {Path(tempfile.gettempdir()), Path("/tmp")}:
-        for entry in base.glob("grader-*-*-*"):
-            fields = entry.name.split("-")
-            if len(fields) < 4 or not fields[2].isdigit() or _alive(int(fields[2])):
-                continue
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive, and not ours to sweep
-        return True
-    return True
 
 
 class KernelLost(Exception):

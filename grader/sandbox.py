@@ -33,7 +33,8 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Integer, List, Unicode
 
-from grader.runner import GraderKernelManager, KernelManagerFactory, Limits, scratch_dir
+from grader.files import scratch_dir
+from grader.runner import GraderKernelManager, KernelManagerFactory, Limits
 
 SANDBOXES = ("auto", "bwrap", "unshare", "none")
 HOME = "/home/student"

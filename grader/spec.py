@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -65,6 +66,17 @@ class Tolerance(_Model):
         "and its central-difference estimate.",
     )
     fd_atol: float = Field(1e-7, ge=0, description="Absolute slack for gradients near zero.")
+
+    def accepts(self, got: np.ndarray, expected: np.ndarray) -> bool:
+        """Same shape, finite, and within atol + rtol * |expected| everywhere."""
+        return within(got, expected, self.rtol, self.atol)
+
+
+def within(got: np.ndarray, expected: np.ndarray, rtol: float, atol: float) -> bool:
+    """The one closeness rule of the grader: same shape, finite, |got - expected| <= atol +
+    rtol * |expected| element by element."""
+    return (got.shape == expected.shape and bool(np.all(np.isfinite(got)))
+            and bool(np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected))))
 
 
 class Timeouts(_Model):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nbformat
 
+from grader.authoring import STUB
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report
 from grader.spec import AssignmentSpec
@@ -16,7 +17,6 @@ from grader.spec import AssignmentSpec
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = ROOT / "assignments" / "derivative_calculation.ipynb"
 SOLUTION = ROOT / "solutions" / "derivative_calculation.ipynb"
-STUB = "raise NotImplementedError()"
 
 # Correct bodies, written the way a student would.
 CORRECT = {
