@@ -453,22 +453,25 @@ def _stand_in(args: Sequence[Any], value: np.ndarray) -> Callable[..., Any]:
 
 
 def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
-                    calls: dict[str, list[Call]], namespace: dict[str, Any] | None
-                    ) -> dict[int, str]:
+                    calls: dict[str, list[Call]], namespace: dict[str, Any] | None,
+                    failing: set[str] | frozenset[str] = frozenset()) -> dict[int, str]:
     """Cases where `f` is wrong only through another student function it calls.
 
     Case index -> the name of that function. Given the answer key's namespace: `f` is wrong but
     equals the reference formula evaluated with the student's own values of that function,
     observed by the spec's probes; or `f` raised because that function raised the same error or
     returned no number, and `f` is right on some other case where that function did return
-    values. Without such evidence a failure is not excused (else a student could trade one
-    function's points for another's by making both fail), so public mode, which has no answer
-    key, excuses nothing. Such a mistake is charged once, to the function that makes it.
+    values. Only a function in `failing` (it lost points on its own tests) can be the cause, and
+    only a hidden case is evidence (the worked examples' answers are public). Without such
+    evidence a failure is not excused (else a student could trade one function's points for
+    another's by making both fail), so public mode, which has no answer key, excuses nothing.
+    Such a mistake is charged once, to the function that makes it.
     """
     found: dict[int, str] = {}
     if namespace is None:
         return found
-    probes = [(p, calls[p.key(f.name)]) for p in f.probes if p.key(f.name) in calls]
+    probes = [(p, calls[p.key(f.name)]) for p in f.probes
+              if p.key(f.name) in calls and p.function in failing]
     tol = spec.tolerance
     broken: dict[int, str] = {}
     evidence = False  # f is right on a case where its dependencies gave values
@@ -482,8 +485,8 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
         got = as_array(call.outcome)
         expected = evaluate(f.expected_expression, namespace, **case.variables)
         if compare(expected, got, tol.rtol, tol.atol)[0]:
-            evidence = evidence or all(isinstance(o[i].outcome, Number | Array)
-                                       for _, o in probes)
+            evidence = evidence or (not case.visible and all(
+                isinstance(o[i].outcome, Number | Array) for _, o in probes))
             continue
         substitutes = {}
         rtol = tol.rtol
@@ -502,7 +505,7 @@ def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
             continue
         if compare(own, got, rtol, tol.atol)[0]:
             found[i] = next(iter(substitutes))
-            evidence = True
+            evidence = evidence or not case.visible
     return found | broken if evidence else found
 
 
@@ -560,7 +563,9 @@ def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
     """
     tests: list[TestResult] = []
     for f in spec.functions:
-        inherited = inherited_cases(spec, f, cases, calls, None if public else namespace)
+        failing = {t.function for t in tests if t.status is not TestStatus.PASSED}
+        inherited = inherited_cases(spec, f, cases, calls, None if public else namespace,
+                                    failing)
         keep = [i for i in range(len(cases)) if i not in inherited]
         kept_cases = [cases[i] for i in keep]
         f_calls = [calls[f.name][i] for i in keep]

@@ -254,3 +254,26 @@ def test_a_notebook_handed_out_for_another_assignment_is_noted(tmp_path, grade):
     report = grade(path)
     assert any("'vectorized_backprop'" in note for note in report.notes)
     assert grade(submission(tmp_path)).notes == []
+
+
+def test_a_sigmoid_prime_that_fails_only_when_probed_excuses_nothing(tmp_path, grade):
+    # sigmoid_prime is right when graded on its own and fails only in the calls made on
+    # delta2's and delta1's inputs, after delta2 has armed it; delta2 and delta1 know nothing
+    # but the worked example's published answers. Nothing may be excused: sigmoid_prime lost
+    # no points, and the examples are no evidence.
+    helpers = ("_EX_Z1 = 0.8 * 1.5 - 0.2\n_EX_Z2 = 1.2 * sigmoid(_EX_Z1) + 0.1\n"
+               "def _is(v, t):\n    return np.ndim(v) == 0 and abs(float(v) - t) < 1e-9")
+    report = grade(submission(tmp_path, cells_before=[helpers], extra_cells=["_armed = False"],
+                              bodies={
+        "sigmoid_prime": ("if globals().get('_armed') and not (_is(z, _EX_Z1) or "
+                          "_is(z, _EX_Z2)):\n    raise ValueError('x')\n"
+                          "s = sigmoid(z)\nreturn s * (1 - s)"),
+        "delta2": ("global _armed\n_armed = True\n"
+                   "if _is(z2, _EX_Z2):\n    return -0.054322464441139987\n"
+                   "raise ValueError('x')"),
+        "delta1": ("if _is(z1, _EX_Z1):\n    return -0.012816533702282971\n"
+                   "raise ValueError('x')"),
+    }))
+    scores = report.function_scores()
+    assert scores["sigmoid_prime"][0] == scores["sigmoid_prime"][1]
+    assert scores["delta2"][0] <= 1 and scores["delta1"][0] <= 1  # the worked example, at most
