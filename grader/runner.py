@@ -217,6 +217,15 @@ def _text_size(content: Any) -> int:
     return 0
 
 
+def _from_request(msg: Any, msg_id: str) -> bool:
+    """Whether an iopub message answers our request and has the shape the loop relies on."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("content"), dict):
+        return False
+    parent = msg.get("parent_header")
+    return (isinstance(parent, dict) and parent.get("msg_id") == msg_id
+            and isinstance(msg.get("msg_type"), str))
+
+
 def _literal(value: Any) -> str:
     """Source text of one argument, which the harness decodes: an int or a float, nested lists
     for an array, a dict with string keys of those, or ("code", source, constants) for a
@@ -286,6 +295,12 @@ class KernelSession:
             await client.async_execute_cell(self._nb.cells[index], index)
         except DeadKernelError:
             raise KernelLost("it killed the kernel") from None
+        except Exception as exc:
+            # nbclient trusts the kernel's messages; a notebook can send malformed ones (a
+            # status without content, a stream whose text is a number). Such a kernel is
+            # treated as lost: a fresh one replays the notebook without this cell.
+            raise KernelLost(f"the kernel sent a malformed message while it ran "
+                             f"({type(exc).__name__})") from None
         reply = (client.last_reply or {}).get("content", {})
         if reply.get("ename") == _TIMEOUT_MARK:
             if not client.idle_seen or not await client.km.is_alive():
@@ -327,8 +342,10 @@ class KernelSession:
             nonlocal missing
             if msg["msg_type"] != "display_data":
                 return
-            payload = msg["content"].get("data", {}).get(MIME)
-            if payload is None:
+            data = msg["content"].get("data")
+            payload = data.get(MIME) if isinstance(data, dict) else None
+            # The nonce first: a payload without it is not worth validating, however large.
+            if not isinstance(payload, dict) or payload.get("nonce") != self._nonce:
                 return
             try:
                 message = CallMessage.model_validate(payload)
@@ -396,7 +413,7 @@ class KernelSession:
                 if not await client.km.is_alive():
                     raise KernelLost("the kernel died") from None
                 continue
-            if msg["parent_header"].get("msg_id") != msg_id:
+            if not _from_request(msg, msg_id):
                 continue
             if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
                 with contextlib.suppress(Empty):

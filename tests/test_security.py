@@ -470,3 +470,18 @@ def test_rlimits_apply_without_a_sandbox_too(spec, tmp_path):
     report = _grade(spec, path, sandbox="none", memory_bytes=1 << 30)
     assert [c.message.split(":")[0] for c in report.cells] == ["MemoryError"]
     assert resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # not the grader's
+
+
+@pytest.mark.parametrize("forged", [
+    "k = get_ipython().kernel\n"
+    "k.session.send(k.iopub_socket, 'status', {}, parent=k.get_parent())",
+    "k = get_ipython().kernel\n"
+    "k.session.send(k.iopub_socket, 'stream', {'text': 5}, parent=k.get_parent())",
+], ids=["status-without-content", "stream-of-a-number"])
+def test_malformed_kernel_messages_still_end_in_a_report(spec, tmp_path, forged):
+    # nbclient trusts what the kernel sends; a notebook can send it anything. Such a kernel
+    # counts as lost: a fresh one replays the notebook without the forging cell.
+    report = _grade(spec, submission(tmp_path, "forger", extra_cells=[forged]), sandbox="auto")
+    assert report.status == "graded"
+    assert [c.problem for c in report.cells] == ["kernel_died"]
+    assert report.score == report.max_score  # its functions were defined before
