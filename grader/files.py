@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -41,16 +42,32 @@ def scratch_dir(kind: str) -> Path:
 
 
 def sweep_scratch() -> int:
-    """Remove the scratch folders of grader processes that are gone; how many were removed."""
+    """Remove what grader processes that are gone left behind: their scratch folders, and any
+    kernel still running from one (a grader killed while a kernel started can orphan it).
+    How many folders were removed."""
     removed = 0
     for base in {Path(tempfile.gettempdir()), Path("/tmp")}:
         for entry in base.glob("grader-*-*-*"):
             fields = entry.name.split("-")
             if len(fields) < 4 or not fields[2].isdigit() or _alive(int(fields[2])):
                 continue
+            _kill_processes_using(entry)
             shutil.rmtree(entry, ignore_errors=True)
             removed += 1
     return removed
+
+
+def _kill_processes_using(folder: Path) -> None:
+    """SIGKILL every process whose command line names `folder` (a kernel's sockets live there)."""
+    needle = str(folder).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
 
 
 def _alive(pid: int) -> bool:

@@ -227,6 +227,17 @@ def _tcp_inodes() -> set[str]:
     return inodes
 
 
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
     source = tmp_path / "class"
     source.mkdir()
@@ -267,6 +278,8 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
     assert [r["student"] for r in _csv(out)] == sorted(rows)
     assert not [p for p in out.iterdir() if ".partial-" in p.name]
     assert not [p for p in left if p.exists()], "the re-run swept the killed run's folders"
+    # A kernel that was starting when the run was killed can outlive it; the re-run ends it.
+    assert not _processes_naming(f"grader-run-{proc.pid}-"), "a kernel of the killed run lives"
 
 
 def test_zip_members_that_could_escape_are_refused(tmp_path):
