@@ -52,6 +52,10 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                    help=f"largest file a kernel may write, MiB (default {Limits.file_bytes >> 20})")
     p.add_argument("--processes", type=_positive_int, metavar="N",
                    help=f"processes and threads of a kernel (default {Limits.processes})")
+    p.add_argument("--notebook-timeout", type=float, metavar="S",
+                   help="seconds all of a notebook's cells may take together; later cells are "
+                        f"not run, and its functions are still graded (default "
+                        f"{Limits.notebook_timeout_s:g})")
     p.add_argument("--output-limit", type=_positive_int, metavar="BYTES",
                    help="notebook output kept per submission; the rest is counted and dropped "
                         f"(default {Limits.output_bytes})")
@@ -70,7 +74,8 @@ def _limits(args: argparse.Namespace, spec: AssignmentSpec, choose: bool = True)
     return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=sandbox,
                       memory_bytes=args.memory and args.memory * mib, cpu_s=args.cpu_time,
                       file_bytes=args.file_size and args.file_size * mib,
-                      processes=args.processes, output_bytes=args.output_limit)
+                      processes=args.processes, output_bytes=args.output_limit,
+                      notebook_timeout_s=args.notebook_timeout)
 
 
 def build_parser() -> argparse.ArgumentParser:

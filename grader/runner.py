@@ -79,6 +79,9 @@ class Limits:
 
     cell_timeout_s: float = 30.0
     call_timeout_s: float = 5.0
+    # All of a notebook's cells together, replays after a dead kernel included: a notebook of
+    # many slow cells must not hold a kernel for an hour.
+    notebook_timeout_s: float = 300.0
     output_bytes: int = 1_000_000
     startup_timeout_s: float = 60.0
     # After an interrupt, how long a kernel may take to become idle before it counts as hung.
@@ -459,9 +462,17 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
 
     try:
         await session.start()
+        deadline = time.monotonic() + limits.notebook_timeout_s
+        alive = True
         position = 0
         while position < len(code_cells):
             index = code_cells[position]
+            if time.monotonic() > deadline:
+                observations.cells.append(CellProblem(
+                    cell=index, problem="timeout", excerpt=session.excerpt(index),
+                    message=f"not run, nor any cell after it: the notebook's cells used up "
+                            f"their {limits.notebook_timeout_s:g} s"))
+                break
             try:
                 problem = await session.run_cell(index)
             except KernelLost as lost:
@@ -470,11 +481,13 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                                                       message=str(lost),
                                                       excerpt=session.excerpt(index)))
                 if restarts == 0:
+                    alive = False
                     break
                 restarts -= 1
                 try:
                     await replay(index)
                 except KernelLost:
+                    alive = False
                     break
             else:
                 if problem is not None:
@@ -483,7 +496,6 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                         skipped.add(index)
             position += 1
 
-        alive = position == len(code_cells)
         for plan in plans:
             if not alive:
                 observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))

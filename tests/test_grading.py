@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import nbformat
 import pytest
 
+from grader.grade import grade_notebook, limits_for
 from grader.report import TestKind, TestStatus
 from tests.notebooks import ASSIGNMENT, SOLUTION, submission
 
@@ -269,3 +271,13 @@ def test_a_students_exception_message_cannot_leak_hidden_inputs(grade, tmp_path)
         if test.visibility == "hidden":
             assert test.status is TestStatus.ERROR
             assert "inputs: " not in test.feedback and "ValueError" in test.feedback, name
+
+
+def test_a_notebook_of_many_slow_cells_is_cut_short_and_still_graded(spec, tmp_path):
+    slow = ["import time\ntime.sleep(0.8)"] * 4
+    path = submission(tmp_path, extra_cells=slow)
+    limits = limits_for(spec, 5.0, 2.0, notebook_timeout_s=1.5)
+    report = asyncio.run(grade_notebook(path, spec, 7, limits))
+    assert [c.problem for c in report.cells] == ["timeout"]
+    assert "used up their 1.5 s" in report.cells[0].message
+    assert report.score == report.max_score  # the functions came before the slow cells
