@@ -219,8 +219,13 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 def _remove_partial_files(out: Path) -> None:
     """Temporary files a killed run left behind; the finished files beside them are intact."""
-    for leftover in out.glob(f".*{PARTIAL}*"):
+    for leftover in out.rglob(f".*{PARTIAL}*"):
         leftover.unlink(missing_ok=True)
+
+
+def _cell(text: str) -> str:
+    """A CSV cell a spreadsheet will not run: an id like `=HYPERLINK(...)` is a formula there."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
@@ -231,7 +236,8 @@ def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
     writer.writerow(["student", *functions, "score", "max_score", "status"])
     for student, report in sorted(reports.items()):
         scores = report.function_scores()
-        writer.writerow([student, *(f"{scores.get(f, (0.0, 0.0))[0]:g}" for f in functions),
+        writer.writerow([_cell(student),
+                         *(f"{scores.get(f, (0.0, 0.0))[0]:g}" for f in functions),
                          f"{report.score:g}", f"{report.max_score:g}", report.status])
     return out.getvalue()
 
@@ -241,11 +247,15 @@ def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentS
     """Every file a class run leaves in OUT, from the gradebook's reports of this source:
     per student a JSON report, an HTML feedback page (and Gradescope results when asked);
     for the class grades.csv and summary.png."""
+    if gradescope:
+        # A folder of their own: `<id>.gradescope.json` beside the reports would be the report
+        # of a student whose id is `<id>.gradescope`.
+        (out / "gradescope").mkdir(exist_ok=True)
     for student, report in reports.items():
         _write_if_changed(out / f"{student}.json", report.model_dump_json(indent=2))
         _write_if_changed(out / f"{student}.html", feedback_html(report, spec.title))
         if gradescope:
-            _write_if_changed(out / f"{student}.gradescope.json",
+            _write_if_changed(out / "gradescope" / f"{student}.json",
                               json.dumps(gradescope_results(report), indent=2))
     _write_if_changed(out / "grades.csv", grades_csv(reports, spec))
     # The picture takes seconds to draw; a re-run that changed no report keeps it. The stamp

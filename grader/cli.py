@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--verbose", "-v", action="store_true",
                       help="print a line per submission as its report comes in")
     grade.add_argument("--format", choices=["json", "gradescope"], default="json",
-                       help="gradescope: also write OUT/<student>.gradescope.json, Gradescope's "
+                       help="gradescope: also write OUT/gradescope/<student>.json, Gradescope's "
                             "results.json (OUT/<student>.json, .html, grades.csv and "
                             "summary.png are always written)")
     grade.set_defaults(run=_cmd_grade)

@@ -450,3 +450,12 @@ def test_a_reader_that_stops_early_does_not_stop_the_grading(tmp_path):
     assert b"Traceback" not in err
     assert sorted(_reports(out)) == [f"s{i}" for i in range(4)]
     assert len(_csv(out)) == 4 and (out / "summary.png").exists()
+
+
+def test_a_student_id_is_never_a_spreadsheet_formula(tmp_path, spec):
+    source = tmp_path / "class"
+    source.mkdir()
+    (source / "=HYPERLINK(1+1).ipynb").write_text("{")
+    out = tmp_path / "out"
+    assert _grade(spec, source, out) == 0
+    assert [row["student"] for row in _csv(out)] == ["'=HYPERLINK(1+1)"]

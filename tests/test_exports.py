@@ -122,9 +122,9 @@ def test_grade_writes_pages_gradescope_files_and_the_class_picture(tmp_path):
                  "derivative_calculation", "--format", "gradescope", "--quiet"]) == 0
     for student in ("ada", "claude"):
         assert (out / f"{student}.html").read_text().startswith("<!DOCTYPE html>")
-        _validate(json.loads((out / f"{student}.gradescope.json").read_text()))
-    claude = json.loads((out / "claude.gradescope.json").read_text())
-    assert claude["score"] < json.loads((out / "ada.gradescope.json").read_text())["score"]
+        _validate(json.loads((out / "gradescope" / f"{student}.json").read_text()))
+    claude = json.loads((out / "gradescope" / "claude.json").read_text())
+    assert claude["score"] < json.loads((out / "gradescope" / "ada.json").read_text())["score"]
     assert (out / "summary.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
