@@ -41,11 +41,6 @@ from grader.values import (
     as_plain,
 )
 
-# The finite differences (grader.reference.gradient) err by about 1e-10 on O(1) costs. That is
-# far below the float32 noise of a correct student (about 1e-6 relative), so the spec's fd_rtol
-# can sit in between: 1e-4 accepts float32 work with a tenfold margin while a real mistake (a
-# missing factor, a wrong sign) is off by percents or more.
-
 # What a spec expression raises when a student's value has the wrong shape, misses a dict key or
 # is a number where a sequence was expected: the value does not fit, which fails the test.
 _DOES_NOT_FIT = (ValueError, KeyError, IndexError, TypeError)
@@ -344,6 +339,10 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
         worst = max(worst, float(np.max(rel, initial=0.0)))
         pairs.append((analytic, numeric))
+    # The finite differences err by about 1e-10 on O(1) costs, far below the float32 noise of a
+    # correct student (about 1e-6 relative), so fd_rtol can sit in between: 1e-4 accepts
+    # float32 work with a tenfold margin while a real mistake (a missing factor, a wrong sign)
+    # is off by percents or more.
     if worst <= spec.tolerance.fd_rtol:
         return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
                           feedback="Agrees with a numerical derivative on every hidden case.")
