@@ -16,6 +16,7 @@ wrapper process would not reach it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import secrets
@@ -24,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,6 +61,18 @@ class ConfinedKernelManager(GraderKernelManager):
     kernel_env = List(Unicode())
     kernel_uid = Integer(-1)
     marker = Unicode()
+    # Memory of the kernel and every process it starts, together (0: no such limit).
+    memory_bytes = Integer(0)
+    memory_group: Path | None = None
+
+    async def start_kernel(self, **kw: Any) -> None:
+        """Start the kernel inside a memory cgroup of its own, where the machine allows one."""
+        self.memory_group = memory_cgroup(self.memory_bytes) if self.memory_bytes else None
+        if self.memory_group is not None:
+            # The shell joins the group and becomes the wrapper: everything after inherits it.
+            self.wrapper = ["/bin/sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
+                            "sh", str(self.memory_group), *self.wrapper]
+        await super().start_kernel(**kw)
 
     def command(self, *python_args: str) -> list[str]:
         """The confined command line that runs this interpreter with `python_args`."""
@@ -83,6 +97,63 @@ class ConfinedKernelManager(GraderKernelManager):
             await super().shutdown_kernel(now=now, restart=restart)
         finally:
             reap(self.marker, self.kernel_uid)
+            if self.memory_group is not None:
+                remove_cgroup(self.memory_group)
+
+
+_CGROUPS = Path("/sys/fs/cgroup")
+
+
+def memory_cgroup(limit_bytes: int) -> Path | None:
+    """A fresh cgroup that caps the memory of all its processes together, or None where the
+    machine does not let the grader make one (no cgroup filesystem, not root, no controller).
+
+    The address-space rlimit holds each process alone; a notebook that forks would otherwise
+    get that much again per process.
+    """
+    name = f"grader-{os.getpid()}-{secrets.token_hex(6)}"
+    if (_CGROUPS / "cgroup.controllers").is_file():  # the unified hierarchy (cgroup v2)
+        try:
+            enabled = (_CGROUPS / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            return None
+        group, files = _CGROUPS / name, {"memory.max": limit_bytes, "memory.swap.max": 0}
+        if "memory" not in enabled:
+            return None
+    else:
+        group, files = _CGROUPS / "memory" / name, {"memory.limit_in_bytes": limit_bytes}
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    try:
+        for filename, value in files.items():
+            if filename == "memory.swap.max" and not (group / filename).exists():
+                continue
+            (group / filename).write_text(str(value))
+    except OSError:
+        remove_cgroup(group)
+        return None
+    return group
+
+
+def remove_cgroup(group: Path) -> None:
+    """Kill whatever is left in a kernel's cgroup, then remove the group."""
+    for _ in range(50):
+        try:
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            pids = []
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            group.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # processes still leaving
+            time.sleep(0.02)
 
 
 def reap(marker: str, uid: int = -1) -> int:
@@ -250,7 +321,8 @@ def _confined_manager(mode: str, limits: Limits, runtime: Path,
     return ConfinedKernelManager(
         kernel_name="python3", transport="ipc", ip=str(ipc / "kernel"),
         connection_file=str(ipc / "kernel.json"), wrapper=wrapper,
-        kernel_env=_environment(home, marker), kernel_uid=uid, marker=marker)
+        kernel_env=_environment(home, marker), kernel_uid=uid, marker=marker,
+        memory_bytes=limits.memory_bytes)
 
 
 @functools.cache

@@ -485,3 +485,34 @@ def test_malformed_kernel_messages_still_end_in_a_report(spec, tmp_path, forged)
     assert report.status == "graded"
     assert [c.problem for c in report.cells] == ["kernel_died"]
     assert report.score == report.max_score  # its functions were defined before
+
+
+def _memory_cgroups_work() -> bool:
+    group = sandbox_module.memory_cgroup(1 << 30)
+    if group is None:
+        return False
+    sandbox_module.remove_cgroup(group)
+    return True
+
+
+@pytest.mark.skipif(not _memory_cgroups_work(),
+                    reason="no memory cgroup can be made here (needs root and a cgroup "
+                           "filesystem with the memory controller)")
+def test_memory_is_capped_for_the_kernel_and_its_children_together(spec, tmp_path, monkeypatch):
+    from tests.notebooks import CORRECT
+
+    # Eight children of 150 MB each, alive at once: each is far under the per-process limit,
+    # together they exceed 1 GiB. sigmoid_prime is right only if all of them lived.
+    hogs = ("import os, time\nchildren = []\nfor i in range(8):\n    pid = os.fork()\n"
+            "    if pid == 0:\n        try:\n"
+            "            block = bytearray(b'x') * (150 << 20)\n            time.sleep(1.5)\n"
+            "        finally:\n            os._exit(0)\n    children.append(pid)\n"
+            "HOGS_LIVED = sum(os.waitpid(pid, 0)[1] == 0 for pid in children) == 8\n")
+    path = submission(tmp_path, "hogs", cells_before=[hogs], bodies={
+        "sigmoid_prime": _conditional("HOGS_LIVED", "sigmoid_prime", CORRECT["sigmoid_prime"])})
+    capped = _grade(spec, path, sandbox="auto", memory_bytes=1 << 30, cell_timeout=20)
+    assert capped.function_scores()["sigmoid_prime"][0] == 0
+    # The control: without the group the same notebook gets its way.
+    monkeypatch.setattr(sandbox_module, "memory_cgroup", lambda limit: None)
+    uncapped = _grade(spec, path, sandbox="auto", memory_bytes=1 << 30, cell_timeout=20)
+    assert uncapped.score == uncapped.max_score
