@@ -37,7 +37,7 @@ from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
 from grader.report import Report
 from grader.runner import KernelManagerFactory, Limits
-from grader.sandbox import SandboxUnavailable, choose_sandbox
+from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_cgroups
 from grader.spec import AssignmentSpec, SpecError
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
@@ -382,6 +382,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         raise SourceError(str(exc)) from None
     run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox)
     sweep_scratch()  # what an earlier run, killed, left in the temp folder
+    sweep_cgroups()
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:

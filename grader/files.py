@@ -49,7 +49,7 @@ def sweep_scratch() -> int:
     for base in {Path(tempfile.gettempdir()), Path("/tmp")}:
         for entry in base.glob("grader-*-*-*"):
             fields = entry.name.split("-")
-            if len(fields) < 4 or not fields[2].isdigit() or _alive(int(fields[2])):
+            if len(fields) < 4 or not fields[2].isdigit() or alive(int(fields[2])):
                 continue
             _kill_processes_using(entry)
             shutil.rmtree(entry, ignore_errors=True)
@@ -70,7 +70,8 @@ def _kill_processes_using(folder: Path) -> None:
             continue
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this id exists (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -35,7 +35,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Integer, List, Unicode
 
-from grader.files import scratch_dir
+from grader.files import alive, scratch_dir
 from grader.runner import GraderKernelManager, KernelManagerFactory, Limits
 
 SANDBOXES = ("auto", "bwrap", "unshare", "none")
@@ -135,6 +135,15 @@ def memory_cgroup(limit_bytes: int) -> Path | None:
         remove_cgroup(group)
         return None
     return group
+
+
+def sweep_cgroups() -> None:
+    """Remove the memory cgroups that grader processes now gone left behind (a killed run)."""
+    for base in (_CGROUPS, _CGROUPS / "memory"):
+        for group in base.glob("grader-*-*"):
+            fields = group.name.split("-")
+            if len(fields) == 3 and fields[1].isdigit() and not alive(int(fields[1])):
+                remove_cgroup(group)
 
 
 def remove_cgroup(group: Path) -> None:
