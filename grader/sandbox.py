@@ -96,9 +96,20 @@ class ConfinedKernelManager(GraderKernelManager):
         try:
             await super().shutdown_kernel(now=now, restart=restart)
         finally:
-            reap(self.marker, self.kernel_uid)
-            if self.memory_group is not None:
-                remove_cgroup(self.memory_group)
+            self._release()
+
+    async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
+        """Also run when the kernel died by itself, and shutdown_kernel was never called."""
+        try:
+            await super().cleanup_resources(restart=restart)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        reap(self.marker, self.kernel_uid)
+        group, self.memory_group = self.memory_group, None
+        if group is not None:
+            remove_cgroup(group)
 
 
 _CGROUPS = Path("/sys/fs/cgroup")

@@ -296,6 +296,9 @@ def test_a_kernel_lost_on_a_later_case_keeps_the_earlier_cases(spec, tmp_path):
     assert delta1["matrix"] == "kernel_died"
     # The kernel came back for the functions after it.
     assert _scores(report)["update"] == 5
+    # A kernel that died by itself is cleaned up too: no memory cgroup of ours is left.
+    assert not [g for base in (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/memory"))
+                for g in base.glob(f"grader-{os.getpid()}-*")]
 
 
 def test_a_module_written_to_shadow_the_kernel_does_not_stop_the_report(spec, tmp_path):
