@@ -72,18 +72,28 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
         raise SpecError(f"{spec.name} cannot be checked without its answer key: its case "
                         "variables call an exercise function of the handout") from None
     plans = []
+    # A probe on exactly a graded function's own arguments would repeat its calls: it reads
+    # them instead.
+    graded = {(f.name, tuple(f.args)): f.name for f in spec.functions}
+    aliases: dict[str, str] = {}
     for f in spec.functions:
-        plans.append(CallPlan(f.name, f.name, [call_args(spec, f.name, c) for c in cases]))
-        plans += [CallPlan(p.key(f.name), p.function,
-                           [[c.variables[a] for a in p.args] for c in cases]) for p in f.probes]
+        arguments = [call_args(spec, f.name, c) for c in cases]
+        plans.append(CallPlan(f.name, f.name, arguments))
+        for p in f.probes:
+            same = graded.get((p.function, tuple(p.args)))
+            if same is not None:
+                aliases[p.key(f.name)] = same
+            else:
+                plans.append(CallPlan(p.key(f.name), p.function,
+                                      [[c.variables[a] for a in p.args] for c in cases]))
         if f.repeat is not None:
-            plans.append(CallPlan(f.repeat_key, f.name,
-                                  [call_args(spec, f.name, c) for c in cases]))
+            plans.append(CallPlan(f.repeat_key, f.name, arguments))
     observations = await observe(nb, plans, limits, km_factory, submission=path)
+    calls = observations.calls | {key: observations.calls[same] for key, same in aliases.items()}
     # Feedback quotes the timeouts that applied, which the command line may have changed.
     applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
                                                            call_s=limits.call_timeout_s)})
-    tests = judge(applied, cases, observations.calls, namespace, public=public)
+    tests = judge(applied, cases, calls, namespace, public=public)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
