@@ -3,9 +3,10 @@
 The source is a folder or a .zip of either layout: `<student>.ipynb` files, or `<student>/`
 folders holding one notebook each. Reports go to the gradebook (one transaction each, as soon as
 a submission is judged); OUT/<student>.json and OUT/grades.csv are written from it at the end,
-atomically. A submission whose notebook, grader (version and code), spec, reference notebook
-and seed have not changed since its stored report is not run again, so a killed run is finished
-by running the same command.
+atomically. Each student's cases are drawn from a seed keyed by the gradebook's secret, so
+only the gradebook's holder can compute them. A submission whose notebook, grader (version and
+code), spec, reference notebook and seed have not changed since its stored report is not run
+again, so a killed run is finished by running the same command.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from grader import __version__
-from grader.cases import derive_seed
+from grader.cases import keyed_seed
 from grader.console import ClassConsole, Verbosity
 from grader.exports import feedback_html, gradescope_results, write_summary_png
 from grader.files import PARTIAL, scratch_dir, sweep_scratch, write_atomic
@@ -204,11 +205,11 @@ def grader_build() -> str:
     return f"{__version__}+{digest.hexdigest()[:16]}"
 
 
-def student_seed(spec: AssignmentSpec, student: str, salt: str = "") -> int:
-    """The seed of a student's cases. Without a salt it is the one `grader check` uses for a
-    notebook named after the student (`<id>.ipynb`); in the folder layout the id is the
-    folder's name, so `grader check` on the notebook inside needs `--seed` to replay it."""
-    return derive_seed(spec.name, student, salt) if salt else derive_seed(spec.name, student)
+def student_seed(spec: AssignmentSpec, student: str, secret: bytes) -> int:
+    """The seed of a student's graded cases, from the gradebook's secret: the same on every
+    run with that gradebook, and computable by nobody without it. `grader check --seed` with
+    the seed of a student's report replays the cases."""
+    return keyed_seed(secret, spec.name, student)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -299,7 +300,6 @@ class ClassRun:
     spec: AssignmentSpec
     limits: Limits
     jobs: int
-    salt: str
     km_factory: KernelManagerFactory | None  # None: the sandbox limits.sandbox names
     sandbox: str
     failures: list[str] = field(default_factory=list)
@@ -366,7 +366,7 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *,
-                salt: str = "", jobs: int | None = None, force: bool = False,
+                jobs: int | None = None, force: bool = False,
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
                 km_factory: KernelManagerFactory | None = None,
                 sandbox: str = "none", gradescope: bool = False) -> int:
@@ -380,7 +380,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
-    run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox)
+    run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox)
     sweep_scratch()  # what an earlier run, killed, left in the temp folder
     sweep_cgroups()
     with open_source(source) as folder:
@@ -419,7 +419,7 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
     todo: list[tuple[Submission, GradingKey]] = []
     for student, submission in submissions.items():
         key = GradingKey(submission.content_hash(), grader_build(), spec_key,
-                         student_seed(run.spec, student, run.salt))
+                         student_seed(run.spec, student, book.secret))
         entry = stored.get(student)
         if entry is not None and entry.key == key and not force:
             reports[student] = entry.report()

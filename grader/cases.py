@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,10 +61,22 @@ def code(source: str, **constants: Any) -> Code:
     return Code(source, constants)
 
 
-def derive_seed(*parts: str) -> int:
-    """A stable 63-bit seed from text parts (assignment, student id, a course's private salt)."""
-    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+# Seeds are stored in SQLite's signed 64-bit INTEGER: 63 bits, well beyond guessing.
+SEED_BITS = 63
+
+
+def keyed_seed(secret: bytes, assignment: str, student: str) -> int:
+    """The seed of a student's graded cases: an HMAC of the assignment and the student id under
+    a secret only the instructor holds. Without the secret no seed can be computed, and the
+    seeds of other students (or other assignments) say nothing about this one."""
+    message = json.dumps([assignment, student]).encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - SEED_BITS)
+
+
+def fresh_seed() -> int:
+    """A seed nobody can predict: cases drawn for one run only (a self-check, a single check)."""
+    return secrets.randbits(SEED_BITS)
 
 
 class _Draws:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grader import __version__
-from grader.cases import derive_seed
+from grader.cases import fresh_seed
 from grader.exports import gradescope_results
 from grader.grade import grade_notebook, limits_for
 from grader.present import print_report
@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "difference and property checks only (automatic when the "
                             "assignment's solution is not installed)")
     check.add_argument("--seed", type=int,
-                       help="seed for the random cases (default: derived from the assignment "
-                            "and the file name, so a re-run replays the same cases)")
+                       help="seed for the random cases, to replay a graded report's cases (its "
+                            "`seed`); default: a fresh one each run, so no check replays the "
+                            "cases of a class run")
     check.set_defaults(run=_cmd_check)
 
     grade = sub.add_parser(
@@ -112,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Grade every submission in SOURCE, a folder or a .zip of one: each *.ipynb "
                     "(the student id is the file name) or one notebook per sub-folder (the id "
                     "is the folder name). Reports go to a gradebook as each is judged; "
-                    "submissions it already holds a valid report for are not run again. Writes "
+                    "submissions it already holds a valid report for are not run again. The "
+                    "gradebook holds the secret every student's hidden cases are drawn from: "
+                    "keep it, and never hand it out. Writes "
                     "OUT/<student>.json and OUT/<student>.html per submission, OUT/grades.csv "
                     "and OUT/summary.png. Exit 0 when every submission got a report, 1 when the "
                     "grader itself failed on some (run again to retry them), 2 for bad "
@@ -121,9 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", type=Path, required=True, metavar="OUT",
                        help="folder for the reports (created if needed)")
     _add_grading_options(grade, one_notebook=False)
-    grade.add_argument("--salt", default="",
-                       help="private text mixed into every seed, so students cannot replay "
-                            "the hidden cases")
     grade.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
                        help="submissions graded at once, one kernel each (default: the number "
                             "of CPUs)")
@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="grade every submission again, even those the gradebook holds a "
                             "report for")
     grade.add_argument("--gradebook", type=Path, metavar="FILE",
-                       help="SQLite gradebook (default: OUT/gradebook.sqlite)")
+                       help="SQLite gradebook (default: OUT/gradebook.sqlite); a new one makes a "
+                            "new secret, so new hidden cases")
     talk = grade.add_mutually_exclusive_group()
     talk.add_argument("--quiet", "-q", action="store_true",
                       help="print nothing but warnings and errors")
@@ -191,7 +192,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not args.notebook.is_file():
         raise UsageError(f"no such file: {args.notebook}")
     spec = _spec_for(args, args.notebook)
-    seed = args.seed if args.seed is not None else derive_seed(spec.name, args.notebook.stem)
+    # Fresh cases unless asked: what a student can run never replays a class run's cases.
+    seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)
     try:
         report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
@@ -231,8 +233,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     try:
-        return grade_class(args.source, args.out, spec, limits, salt=args.salt, jobs=args.jobs,
-                           force=args.force, gradebook=args.gradebook, verbosity=verbosity,
+        return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
+                           gradebook=args.gradebook, verbosity=verbosity,
                            gradescope=args.format == "gradescope")
     except SourceError as exc:
         raise UsageError(str(exc)) from None

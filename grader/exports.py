@@ -2,6 +2,8 @@
 
 Every export reads the pydantic Report and nothing else. Text from the student (exception
 messages, values they returned) reaches these files only through the report, and is escaped.
+Students read these files, so none shows the report's seed: with it, the hidden cases could be
+drawn again.
 """
 
 from __future__ import annotations

@@ -4,10 +4,16 @@ A row is committed in its own transaction as soon as a submission is judged, so 
 killed keeps every report it finished and nothing half-written. A row also records what it was
 computed from (the notebook's content hash, the grader version, the spec hash and the seed): a
 later run reuses it only while all four still match.
+
+The file also holds the class's secret, made once with the gradebook: every student's seed is
+derived from it (grader.cases.keyed_seed), so the graded cases cannot be computed without this
+file. It is the instructor's record: never hand it out. A re-run with the same gradebook draws
+the same cases; a new gradebook draws new ones (and grades everything again).
 """
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +25,9 @@ from grader.report import Report
 
 # Bumped when the table's layout changes; an older file is refused rather than misread.
 SCHEMA_VERSION = 1
+
+# The secret's size: 256 bits from the operating system's random source.
+SECRET_BYTES = 32
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reports (
@@ -35,6 +44,14 @@ CREATE TABLE IF NOT EXISTS reports (
     finished_at    TEXT    NOT NULL,
     report_json    TEXT    NOT NULL,
     PRIMARY KEY (assignment, student)
+)
+"""
+
+# One row. A table of its own, so that a gradebook written before it existed simply gains it.
+_SECRET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS secret (
+    id    INTEGER PRIMARY KEY CHECK (id = 0),
+    value BLOB    NOT NULL
 )
 """
 
@@ -91,9 +108,23 @@ class Gradebook:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA busy_timeout = 10000")
             self._db.execute(_SCHEMA)
+            self._db.execute(_SECRET_SCHEMA)
+            # OR IGNORE: made once, and two runs opening a new gradebook at once agree on it.
+            self._db.execute("INSERT OR IGNORE INTO secret (id, value) VALUES (0, ?)",
+                             (secrets.token_bytes(SECRET_BYTES),))
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            (self._secret,) = self._db.execute("SELECT value FROM secret").fetchone()
         except sqlite3.Error as exc:
             raise GradebookError(f"cannot open gradebook {path}: {exc}") from None
+        if not isinstance(self._secret, bytes) or len(self._secret) < SECRET_BYTES:
+            # A secret shorter than made here was not made here: guessable cases, refused.
+            self._db.close()
+            raise GradebookError(f"{path} holds a damaged secret; grade into a new gradebook")
+
+    @property
+    def secret(self) -> bytes:
+        """The secret the graded cases of this gradebook's students are drawn from."""
+        return self._secret
 
     def close(self) -> None:
         """Close the file; every recorded report is already committed."""

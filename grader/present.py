@@ -2,6 +2,9 @@
 
 A terminal gets a rich table; a pipe or a file gets the same content as plain text, so that
 logs and tests read it without escape codes.
+
+A student may see this screen (a self-check, or an autograder's log), so it shows no seed: the
+seed is in the JSON report, the instructor's record.
 """
 
 from __future__ import annotations
@@ -73,7 +76,6 @@ def plain_text(report: Report) -> str:
                 lines.append(f"      {note}")
         lines += [f"  {line}" for line in hints]
     lines += [f"note: {c.where()} ({c.problem}): {c.message}" for c in report.cells]
-    lines.append(f"seed {report.seed}")
     return "\n".join(lines)
 
 
@@ -102,4 +104,3 @@ def print_report(report: Report, stream: TextIO | None = None) -> None:
             console.print(escape(line), style="yellow")
     for c in report.cells:
         console.print(escape(f"note: {c.where()} ({c.problem}): {c.message}"))
-    console.print(f"seed {report.seed}", style="dim")

@@ -13,7 +13,7 @@ SCHEMA_VERSION = 1
 
 # What a report in public mode says about itself, wherever it is shown.
 PUBLIC_MODE_NOTE = ("Self-check without the answer key: only the worked examples and the "
-                    "finite-difference and property checks ran.")
+                    "finite-difference and property checks ran, on cases drawn for this check.")
 
 
 class TestKind(StrEnum):
@@ -112,7 +112,8 @@ class Report(_Model):
     reason: str | None = Field(default=None, description="Why the submission could not be graded.")
     score: float = Field(ge=0, allow_inf_nan=False)
     max_score: float = Field(ge=0, allow_inf_nan=False)
-    seed: int
+    seed: int = Field(description="Seed of the random cases; `grader check --seed` replays "
+                      "them. Kept for the instructor: no page a student sees shows it.")
     grader_version: str
     duration_s: float = Field(ge=0, allow_inf_nan=False)
     sandbox: str = "none"
