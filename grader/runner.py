@@ -38,6 +38,7 @@ from grader.values import (
     Missing,
     Raised,
     Timeout,
+    safe_strings,
 )
 
 HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
@@ -289,8 +290,12 @@ class KernelSession:
         self._budget = _OutputBudget(limits.output_bytes)
 
     async def start(self) -> None:
-        client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
-                         self._workdir, self._budget)
+        km = self._km_factory(self._runtime, self._workdir)
+        # The one place where text from the kernel enters the grader: every message, to nbclient
+        # and to the harness's reader alike, is decoded by this session.
+        unpack = km.session.unpack
+        km.session.unpack = lambda data: safe_strings(unpack(data))
+        client = _Client(self._nb, km, self._limits, self._workdir, self._budget)
         self._client = client
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()
