@@ -554,6 +554,7 @@ class _Cells:
                 _, cut = await self._run(index)
             except KernelLost as lost:
                 self._died(index, f"run again after the kernel restarted, {lost}")
+                self._ran.remove(index)  # not on the next fresh kernel, if there is one
                 raise
             if cut:
                 self._out_of_time(index, "stopped when run again after the kernel restarted, "

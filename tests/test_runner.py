@@ -78,6 +78,21 @@ def test_a_replay_gets_only_what_is_left_of_the_notebooks_time(spec, tmp_path):
     assert report.function_scores()["update"] == (5, 5)
 
 
+def test_a_cell_that_kills_the_kernel_when_replayed_is_left_out_of_the_next_replay(
+        spec, tmp_path):
+    marker = tmp_path / "ran-once"
+    fickle = (f"import os, pathlib\nmarker = pathlib.Path({str(marker)!r})\n"
+              "if marker.exists():\n    os._exit(1)\nmarker.touch()")
+    path = submission(tmp_path, "fickle", extra_cells=[fickle, "import os\nos._exit(3)"])
+    report = _grade(spec, path, restarts=2)
+    cells = len(nbformat.read(path, as_version=4).cells)
+    assert [(c.cell, c.problem) for c in report.cells] == [
+        (cells - 1, "kernel_died"), (cells - 2, "kernel_died")]
+    assert report.cells[1].message.startswith("run again after the kernel restarted")
+    # The second fresh kernel replayed every other cell: nothing is lost.
+    assert report.score == report.max_score
+
+
 def test_a_malformed_message_during_a_call_ends_in_a_report(spec, tmp_path):
     # Content that is not JSON, sent on the kernel's own channel while update is called.
     forge = ("k = get_ipython().kernel\n"
