@@ -5,8 +5,10 @@ folders holding one notebook each. Reports go to the gradebook (one transaction 
 a submission is judged); OUT/<student>.json and OUT/grades.csv are written from it at the end,
 atomically. Each student's cases are drawn from a seed keyed by the gradebook's secret, so
 only the gradebook's holder can compute them. A submission whose notebook, grader (version and
-code), spec, reference notebook and seed have not changed since its stored report is not run
-again, so a killed run is finished by running the same command.
+code), spec, reference notebook, seed and settings (limits, sandbox, mode, library versions) have
+not changed since its stored report is not run again, so a killed run is finished by running the
+same command. Whatever fails while one student's report is recorded or written is that
+student's failure: reported, retried by the next run, and no obstacle to the others.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ import csv
 import fcntl
 import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
+import platform
 import shutil
 import stat
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from grader import __version__
@@ -40,6 +44,7 @@ from grader.report import Report
 from grader.runner import KernelManagerFactory, Limits
 from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_cgroups
 from grader.spec import AssignmentSpec, SpecError
+from grader.values import safe_text
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
 ZIP_MAX_MEMBERS = 20_000
@@ -205,6 +210,33 @@ def grader_build() -> str:
     return f"{__version__}+{digest.hexdigest()[:16]}"
 
 
+# The libraries that run the kernel and read what it sends (the kernel runs the grader's own
+# interpreter, so the grader's versions are the kernel's).
+_LIBRARIES = ("numpy", "ipykernel", "jupyter_client", "nbclient", "pydantic")
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(),
+            **{name: importlib.metadata.version(name) for name in _LIBRARIES}}
+
+
+def grading_settings(limits: Limits, sandbox: str) -> str:
+    """Everything besides the notebook, the grader's code, the spec and the seed that can change
+    a verdict, as canonical JSON: the limits, the sandbox's layers, the mode and the library
+    versions. A stored report is reused only while they are the same."""
+    settings = {
+        # The sandbox asked for (auto, say) matters only through the one it chose.
+        "limits": {name: value for name, value in asdict(limits).items() if name != "sandbox"},
+        "sandbox": sandbox,
+        # A class is always graded against the answer key: grade_class refuses to start
+        # without the reference notebook.
+        "mode": "full",
+        "versions": _library_versions(),
+    }
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
 def student_seed(spec: AssignmentSpec, student: str, secret: bytes) -> int:
     """The seed of a student's graded cases, from the gradebook's secret: the same on every
     run with that gradebook, and computable by nobody without it. `grader check --seed` with
@@ -237,27 +269,29 @@ def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
     writer.writerow(["student", *functions, "score", "max_score", "status"])
     for student, report in sorted(reports.items()):
         scores = report.function_scores()
-        writer.writerow([_cell(student),
+        # An id is a file name, which need not be valid UTF-8.
+        writer.writerow([_cell(safe_text(student)),
                          *(f"{scores.get(f, (0.0, 0.0))[0]:g}" for f in functions),
                          f"{report.score:g}", f"{report.max_score:g}", report.status])
     return out.getvalue()
 
 
-def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentSpec,
-                        gradescope: bool = False) -> None:
-    """Every file a class run leaves in OUT, from the gradebook's reports of this source:
-    per student a JSON report, an HTML feedback page (and Gradescope results when asked);
-    for the class grades.csv and summary.png."""
+def write_student_outputs(out: Path, student: str, report: Report, spec: AssignmentSpec,
+                          gradescope: bool = False) -> None:
+    """A student's files in OUT: the JSON report, the HTML feedback page, and Gradescope's
+    results when asked."""
+    _write_if_changed(out / f"{student}.json", report.model_dump_json(indent=2))
+    _write_if_changed(out / f"{student}.html", feedback_html(report, spec.title))
     if gradescope:
         # A folder of their own: `<id>.gradescope.json` beside the reports would be the report
         # of a student whose id is `<id>.gradescope`.
         (out / "gradescope").mkdir(exist_ok=True)
-    for student, report in reports.items():
-        _write_if_changed(out / f"{student}.json", report.model_dump_json(indent=2))
-        _write_if_changed(out / f"{student}.html", feedback_html(report, spec.title))
-        if gradescope:
-            _write_if_changed(out / "gradescope" / f"{student}.json",
-                              json.dumps(gradescope_results(report), indent=2))
+        _write_if_changed(out / "gradescope" / f"{student}.json",
+                          json.dumps(gradescope_results(report), indent=2))
+
+
+def write_class_outputs(out: Path, reports: dict[str, Report], spec: AssignmentSpec) -> None:
+    """The class's files in OUT, from every student's report: grades.csv and summary.png."""
     _write_if_changed(out / "grades.csv", grades_csv(reports, spec))
     # The picture takes seconds to draw; a re-run that changed no report keeps it. The stamp
     # is written after the picture, so a run killed in between draws it again.
@@ -300,9 +334,20 @@ class ClassRun:
     spec: AssignmentSpec
     limits: Limits
     jobs: int
-    km_factory: KernelManagerFactory | None  # None: the sandbox limits.sandbox names
+    km_factory: KernelManagerFactory
     sandbox: str
     failures: list[str] = field(default_factory=list)
+
+    def failed(self, student: str, submission: str, seed: int, reason: str,
+               duration_s: float = 0.0) -> Report:
+        """The report of a student the grader itself failed; it is not kept, and the next run
+        tries again."""
+        report = Report(assignment=self.spec.name, submission=submission, status="invalid",
+                        reason=f"the grader failed: {reason}", score=0,
+                        max_score=self.spec.max_score, seed=seed, grader_version=__version__,
+                        duration_s=duration_s, sandbox=self.sandbox)
+        self.failures.append(f"{safe_text(student)}: {report.reason}")
+        return report
 
     async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
         """The submission's report, and whether it may be kept (False: the grader itself failed)."""
@@ -313,29 +358,15 @@ class ClassRun:
             report = await grade_notebook(submission.notebook, self.spec, seed, self.limits,
                                           km_factory=self.km_factory, sandbox=self.sandbox)
         except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
-            reason = f"the grader failed: {type(exc).__name__}: {exc}"
-            self.failures.append(f"{submission.student}: {reason}")
-            report = Report(assignment=self.spec.name, submission=submission.notebook.name,
-                            status="invalid", reason=reason, score=0,
-                            max_score=self.spec.max_score, seed=seed, grader_version=__version__,
-                            duration_s=time.monotonic() - started, sandbox=self.sandbox)
-            return report, False
+            return self.failed(submission.student, submission.notebook.name, seed,
+                               f"{type(exc).__name__}: {exc}",
+                               time.monotonic() - started), False
         return report, True
 
     async def grade_all(self, todo: list[tuple[Submission, GradingKey]],
                         done: Callable[[Submission, GradingKey, Report, str, bool], None]
                         ) -> None:
         """Grade `todo` with at most `jobs` kernels at once; `done` is called as each finishes."""
-        if not todo:
-            return
-        if self.km_factory is None:
-            # Chosen once for the class, and only when a kernel is needed: choosing probes the
-            # machine, which costs a process start.
-            try:
-                box = choose_sandbox(self.limits.sandbox)
-            except SandboxUnavailable as exc:
-                raise SourceError(str(exc)) from None
-            self.km_factory, self.sandbox = box.factory(self.limits), box.name
         pending = iter(todo)
 
         async def worker() -> None:
@@ -373,13 +404,24 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     """Grade every submission in `source` into `out`; 0 when each got a report, 1 when the
     grader itself failed on some (their reports are not kept; run again).
 
-    Raises SourceError for an unusable source, output folder or reference.
+    Kernels start in the sandbox `limits.sandbox` chooses; a caller that brings its own
+    `km_factory` names its sandbox in `sandbox`.
+
+    Raises SourceError for an unusable source, output folder, reference or sandbox.
     """
     try:
         reference_namespace(spec)  # a broken reference would fail every student: stop now
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
+    if km_factory is None:
+        # Chosen before any stored report is reused: the sandbox a report was graded in is part
+        # of what it was computed from.
+        try:
+            box = choose_sandbox(limits.sandbox)
+        except SandboxUnavailable as exc:
+            raise SourceError(str(exc)) from None
+        km_factory, sandbox = box.factory(limits), box.name
     run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox)
     sweep_scratch()  # what an earlier run, killed, left in the temp folder
     sweep_cgroups()
@@ -394,8 +436,8 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         with _exclusive(out):
             _remove_partial_files(out)
             with _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
-                reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
-            write_class_outputs(out, reports, spec, gradescope=gradescope)
+                _grade_submissions(run, spec_key, submissions, book, force, verbosity, out,
+                                   gradescope)
     # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
     # its report is not kept, and the exit status says that a re-run is due.
     return 1 if run.failures else 0
@@ -412,19 +454,23 @@ def _open_gradebook(path: Path) -> Iterator[Gradebook]:
 
 
 def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Submission],
-                       book: Gradebook, force: bool, verbosity: Verbosity) -> dict[str, Report]:
-    """Reports for every submission: kept from the gradebook where still valid, else graded."""
+                       book: Gradebook, force: bool, verbosity: Verbosity, out: Path,
+                       gradescope: bool) -> None:
+    """A report for every submission, kept from the gradebook where still valid, else graded;
+    then every file of OUT written from them."""
     stored = book.entries(run.spec.name)
+    settings = grading_settings(run.limits, run.sandbox)
     reports: dict[str, Report] = {}
     todo: list[tuple[Submission, GradingKey]] = []
     for student, submission in submissions.items():
         key = GradingKey(submission.content_hash(), grader_build(), spec_key,
-                         student_seed(run.spec, student, book.secret))
+                         student_seed(run.spec, student, book.secret), settings)
         entry = stored.get(student)
         if entry is not None and entry.key == key and not force:
-            reports[student] = entry.report()
-        else:
-            todo.append((submission, key))
+            with contextlib.suppress(ValueError):  # a row that no longer reads: graded again
+                reports[student] = entry.report()
+                continue
+        todo.append((submission, key))
 
     with ClassConsole(verbosity, total=len(submissions), kept=len(reports)) as console:
         for submission in submissions.values():
@@ -432,17 +478,36 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
                 console.warn(f"several notebooks for student {submission.student!r}: "
                              + ", ".join(map(str, submission.files)))
         for student, report in reports.items():
-            console.finished(student, report, kept=True)
+            console.finished(safe_text(student), report, kept=True)
 
         def done(submission: Submission, key: GradingKey, report: Report, started_at: str,
                  keep: bool) -> None:
+            student = submission.student
             if keep:
-                book.record(submission.student, key, report, started_at)
-            reports[submission.student] = report
-            console.finished(submission.student, report, kept=False)
+                try:
+                    book.record(student, key, report, started_at)
+                except Exception as exc:  # a report that cannot be stored, a full disk
+                    report = run.failed(student, report.submission, key.seed,
+                                        f"its report could not be recorded: "
+                                        f"{type(exc).__name__}: {exc}", report.duration_s)
+            reports[student] = report
+            console.finished(safe_text(student), report, kept=False)
 
         asyncio.run(run.grade_all(todo, done))
+        for student, report in list(reports.items()):
+            try:
+                write_student_outputs(out, student, report, run.spec, gradescope)
+            except Exception as exc:  # a file name too long, a page that cannot be made
+                reports[student] = run.failed(student, report.submission, report.seed,
+                                              f"its files could not be written: "
+                                              f"{type(exc).__name__}: {exc}", report.duration_s)
+                # Best effort on a path already reported: a row left behind is kept by the
+                # next run, which then fails to write the same files and says so again.
+                with contextlib.suppress(Exception):
+                    book.forget(run.spec.name, student)
+                with contextlib.suppress(Exception):
+                    write_student_outputs(out, student, reports[student], run.spec, gradescope)
+        write_class_outputs(out, reports, run.spec)
         for failure in run.failures:
             console.warn(f"not kept, will be retried on the next run: {failure}")
         console.summary(reports, run.spec, graded=len(todo))
-    return reports

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -35,10 +36,10 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                            if one_notebook else " (required)"))
     p.add_argument("--course", type=Path, metavar="DIR",
                    help="folder holding assignments/ and solutions/ (default: this checkout)")
-    p.add_argument("--cell-timeout", type=float, metavar="S",
+    p.add_argument("--cell-timeout", type=_positive_seconds, metavar="S",
                    help="seconds a notebook cell may run before it is interrupted "
                         "(default: the spec's)")
-    p.add_argument("--call-timeout", type=float, metavar="S",
+    p.add_argument("--call-timeout", type=_positive_seconds, metavar="S",
                    help="seconds one call of a student function may take (default: the spec's)")
     p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
                    help="where student kernels run: bwrap (bubblewrap: no network, private "
@@ -46,13 +47,13 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                         "or auto, the strongest that works here (default)")
     p.add_argument("--memory", type=_positive_int, metavar="MIB",
                    help=f"address space of a kernel, MiB (default {Limits.memory_bytes >> 20})")
-    p.add_argument("--cpu-time", type=float, metavar="S",
+    p.add_argument("--cpu-time", type=_positive_seconds, metavar="S",
                    help=f"CPU seconds of a kernel (default {Limits.cpu_s:g})")
     p.add_argument("--file-size", type=_positive_int, metavar="MIB",
                    help=f"largest file a kernel may write, MiB (default {Limits.file_bytes >> 20})")
     p.add_argument("--processes", type=_positive_int, metavar="N",
                    help=f"processes and threads of a kernel (default {Limits.processes})")
-    p.add_argument("--notebook-timeout", type=float, metavar="S",
+    p.add_argument("--notebook-timeout", type=_positive_seconds, metavar="S",
                    help="seconds all of a notebook's cells may take together; later cells are "
                         f"not run, and its functions are still graded (default "
                         f"{Limits.notebook_timeout_s:g})")
@@ -63,7 +64,7 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
 
 def _limits(args: argparse.Namespace, spec: AssignmentSpec, choose: bool = True) -> Limits:
     """The limits the grading options ask for; the sandbox is chosen (and checked) here, once,
-    unless `choose` is False: then the caller chooses it when it first needs a kernel."""
+    unless `choose` is False: then the caller chooses it."""
     sandbox = args.sandbox
     if choose:
         try:
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="self-check without the answer key: worked examples, finite-"
                             "difference and property checks only (automatic when the "
                             "assignment's solution is not installed)")
-    check.add_argument("--seed", type=int,
+    check.add_argument("--seed", type=_seed,
                        help="seed for the random cases, to replay a graded report's cases (its "
                             "`seed`); default: a fresh one each run, so no check replays the "
                             "cases of a class run")
@@ -216,10 +217,39 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FULL if report.score >= report.max_score else EXIT_PARTIAL
 
 
+# A limit of zero or less would not mean "no limit": a kernel without memory or time fails
+# in ways that look like the student's fault, so such values are refused before any grading.
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """A whole number of at least 1 (a count, or a size in MiB or bytes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A finite number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0, "
+                                         f"not {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """A whole number of at least 0, as numpy's random generators take."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
     return value
 
 
@@ -228,7 +258,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.console import Verbosity
 
     spec = _spec_for(args)
-    # A re-run with nothing left to grade needs no kernel, so no costly sandbox probe.
+    # grade_class chooses the sandbox, once for the class.
     limits = _limits(args, spec, choose=False)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)

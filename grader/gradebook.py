@@ -2,8 +2,9 @@
 
 A row is committed in its own transaction as soon as a submission is judged, so a run that is
 killed keeps every report it finished and nothing half-written. A row also records what it was
-computed from (the notebook's content hash, the grader version, the spec hash and the seed): a
-later run reuses it only while all four still match.
+computed from (the notebook's content hash, the grader version, the spec hash, the seed, and the
+settings: limits, sandbox, mode and library versions): a later run reuses it only while all of
+them still match.
 
 The file also holds the class's secret, made once with the gradebook: every student's seed is
 derived from it (grader.cases.keyed_seed), so the graded cases cannot be computed without this
@@ -23,8 +24,9 @@ from pathlib import Path
 
 from grader.report import Report
 
-# Bumped when the table's layout changes; an older file is refused rather than misread.
-SCHEMA_VERSION = 1
+# Bumped when the table's layout changes; a file of an older layout is brought up to date
+# (_MIGRATIONS), one of a newer or unknown layout is refused rather than misread.
+SCHEMA_VERSION = 2
 
 # The secret's size: 256 bits from the operating system's random source.
 SECRET_BYTES = 32
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS reports (
     grader_version TEXT    NOT NULL,
     spec_hash      TEXT    NOT NULL,
     seed           INTEGER NOT NULL,
+    settings       TEXT    NOT NULL,
     score          REAL    NOT NULL,
     max_score      REAL    NOT NULL,
     status         TEXT    NOT NULL,
@@ -54,6 +57,11 @@ CREATE TABLE IF NOT EXISTS secret (
     value BLOB    NOT NULL
 )
 """
+# Schema version -> the statements that bring a file of that version to the next one.
+_MIGRATIONS = {
+    # Rows graded before the settings were recorded match no settings: graded again.
+    1: ["ALTER TABLE reports ADD COLUMN settings TEXT NOT NULL DEFAULT ''"],
+}
 
 
 class GradebookError(Exception):
@@ -68,6 +76,9 @@ class GradingKey:
     grader_version: str
     spec_hash: str
     seed: int
+    # What else can change a verdict (limits, sandbox, mode, library versions), as canonical
+    # JSON: readable in the gradebook, and compared as text.
+    settings: str
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ class Gradebook:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             tables = self._db.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'reports'").fetchone()[0]
-            if tables and version != SCHEMA_VERSION:
+            if tables and version not in (*_MIGRATIONS, SCHEMA_VERSION):
                 raise GradebookError(
                     f"{path} holds gradebook schema {version}; this grader writes {SCHEMA_VERSION}")
             # WAL: a commit is one append and one fsync, and readers (an instructor's query)
@@ -107,12 +118,17 @@ class Gradebook:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA busy_timeout = 10000")
-            self._db.execute(_SCHEMA)
-            self._db.execute(_SECRET_SCHEMA)
-            # OR IGNORE: made once, and two runs opening a new gradebook at once agree on it.
-            self._db.execute("INSERT OR IGNORE INTO secret (id, value) VALUES (0, ?)",
-                             (secrets.token_bytes(SECRET_BYTES),))
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with self._transaction():
+                while tables and version != SCHEMA_VERSION:
+                    for statement in _MIGRATIONS[version]:
+                        self._db.execute(statement)
+                    version += 1
+                self._db.execute(_SCHEMA)
+                self._db.execute(_SECRET_SCHEMA)
+                # OR IGNORE: made once, and two runs opening a new gradebook at once agree on it.
+                self._db.execute("INSERT OR IGNORE INTO secret (id, value) VALUES (0, ?)",
+                                 (secrets.token_bytes(SECRET_BYTES),))
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             (self._secret,) = self._db.execute("SELECT value FROM secret").fetchone()
         except sqlite3.Error as exc:
             raise GradebookError(f"cannot open gradebook {path}: {exc}") from None
@@ -139,12 +155,13 @@ class Gradebook:
     def entries(self, assignment: str) -> dict[str, Entry]:
         """Every stored row of one assignment, by student."""
         rows = self._db.execute(
-            "SELECT student, content_hash, grader_version, spec_hash, seed, started_at, "
-            "finished_at, report_json FROM reports WHERE assignment = ?", (assignment,))
-        return {student: Entry(GradingKey(content, version, spec_hash, seed), started, finished,
-                               report_json)
-                for student, content, version, spec_hash, seed, started, finished, report_json
-                in rows}
+            "SELECT student, content_hash, grader_version, spec_hash, seed, settings, "
+            "started_at, finished_at, report_json FROM reports WHERE assignment = ?",
+            (assignment,))
+        return {student: Entry(GradingKey(content, version, spec_hash, seed, settings), started,
+                               finished, report_json)
+                for (student, content, version, spec_hash, seed, settings, started, finished,
+                     report_json) in rows}
 
     def record(self, student: str, key: GradingKey, report: Report, started_at: str) -> Entry:
         """Store a student's report, replacing an older one, in a transaction of its own."""
@@ -152,12 +169,19 @@ class Gradebook:
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO reports (assignment, student, content_hash, "
-                "grader_version, spec_hash, seed, score, max_score, status, started_at, "
-                "finished_at, report_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "grader_version, spec_hash, seed, settings, score, max_score, status, "
+                "started_at, finished_at, report_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (report.assignment, student, key.content_hash, key.grader_version,
-                 key.spec_hash, key.seed, report.score, report.max_score, report.status,
-                 entry.started_at, entry.finished_at, entry.report_json))
+                 key.spec_hash, key.seed, key.settings, report.score, report.max_score,
+                 report.status, entry.started_at, entry.finished_at, entry.report_json))
         return entry
+
+    def forget(self, assignment: str, student: str) -> None:
+        """Drop a student's row, so that the next run grades the submission again."""
+        with self._transaction():
+            self._db.execute("DELETE FROM reports WHERE assignment = ? AND student = ?",
+                             (assignment, student))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

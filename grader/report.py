@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from grader.values import safe_strings
 
 SCHEMA_VERSION = 1
 
@@ -42,7 +44,17 @@ class Visibility(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Models given to a report are validated again, so that every string in it passes
+    # _safe_text below, whatever made the model (model_copy does not validate).
+    model_config = ConfigDict(extra="forbid", frozen=True, revalidate_instances="always")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _safe_text(cls, data: Any) -> Any:
+        # Text from a kernel is made safe as it arrives (grader.runner); this catches what
+        # comes from anywhere else, a cell's source in a notebook file or a file's name, so
+        # that every report can be written.
+        return safe_strings(data)
 
 
 class CaseDetail(_Model):

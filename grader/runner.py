@@ -8,12 +8,13 @@ that is drawn after the student's cells have run. Everything else the kernel say
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -37,6 +38,7 @@ from grader.values import (
     Missing,
     Raised,
     Timeout,
+    safe_strings,
 )
 
 HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
@@ -79,8 +81,9 @@ class Limits:
 
     cell_timeout_s: float = 30.0
     call_timeout_s: float = 5.0
-    # All of a notebook's cells together, replays after a dead kernel included: a notebook of
-    # many slow cells must not hold a kernel for an hour.
+    # The time all of a notebook's cells may take together, replays after a dead kernel
+    # included (starting kernels is not counted): a notebook of many slow cells must not hold
+    # a kernel for an hour.
     notebook_timeout_s: float = 300.0
     output_bytes: int = 1_000_000
     startup_timeout_s: float = 60.0
@@ -98,6 +101,18 @@ class Limits:
     file_bytes: int = 64 << 20
     processes: int = 64
     disk_bytes: int = 128 << 20
+
+    def __post_init__(self) -> None:
+        # Zero or less would not mean "no limit": a kernel without time or memory fails in ways
+        # that look like the student's fault. Only `restarts` may be 0.
+        for name, value in asdict(self).items():
+            if isinstance(value, str):
+                continue
+            may_be_zero = name == "restarts"
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not math.isfinite(value) or value < 0 or (value == 0 and not may_be_zero)):
+                least = "at least 0" if may_be_zero else "greater than 0"
+                raise ValueError(f"limit {name} must be a finite number {least}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,12 @@ class _OutputBudget:
         return True
 
 
+# The messages whose content nbclient keeps in the notebook, as a new output or in place of an
+# old one (an update of a display).
+_KEPT_OUTPUT = frozenset({"stream", "display_data", "execute_result", "error",
+                          "update_display_data"})
+
+
 class _Client(NotebookClient):
     """nbclient with a cap on kept output and a record of how each cell ended."""
 
@@ -172,7 +193,7 @@ class _Client(NotebookClient):
         super().__init__(
             nb,
             km=km,
-            timeout_func=lambda _cell: limits.cell_timeout_s,
+            timeout_func=lambda _cell: self.cell_timeout_s,
             interrupt_on_timeout=True,
             error_on_timeout={"ename": _TIMEOUT_MARK, "evalue": "", "traceback": []},
             allow_errors=True,
@@ -184,8 +205,9 @@ class _Client(NotebookClient):
             store_widget_state=False,
             resources={"metadata": {"path": str(workdir)}},
         )
-        self._limits = limits
         self._budget = budget
+        # Set before each cell: the cell's own limit, or less when the notebook's time runs out.
+        self.cell_timeout_s = limits.cell_timeout_s
         self.idle_seen = False
         self.last_reply: dict[str, Any] | None = None
         self.on_cell_executed = self._remember_reply
@@ -194,20 +216,14 @@ class _Client(NotebookClient):
         self.last_reply = execute_reply
 
     def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
-        if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+        msg_type = msg["msg_type"]
+        if msg_type == "status" and msg["content"].get("execution_state") == "idle":
             self.idle_seen = True
-        return super().process_message(msg, cell, cell_index)
-
-    def output(self, outs: list[Any], msg: dict[str, Any], display_id: str | None,
-               cell_index: int) -> Any:
-        if not self._budget.admit(msg.get("content", {})):
+        # Charged here, once per message: nbclient hands a display that carries a display id
+        # both to the update of the outputs shown under that id and to a new output.
+        if msg_type in _KEPT_OUTPUT and not self._budget.admit(msg.get("content", {})):
             return None
-        return super().output(outs, msg, display_id, cell_index)
-
-    def _update_display_id(self, display_id: str, msg: dict[str, Any]) -> None:
-        # An update replaces kept output in place: it must fit the same budget.
-        if self._budget.admit(msg.get("content", {})):
-            super()._update_display_id(display_id, msg)
+        return super().process_message(msg, cell, cell_index)
 
 
 def _text_size(content: Any) -> int:
@@ -218,6 +234,16 @@ def _text_size(content: Any) -> int:
     if isinstance(content, list):
         return sum(_text_size(v) for v in content)
     return 0
+
+
+def _malformed(exc: Exception) -> KernelLost:
+    """What a message the grader cannot read means: the kernel is lost.
+
+    nbclient and jupyter_client trust the kernel's messages, and a notebook can send any it
+    likes (a status without content, content that is not JSON). A fresh kernel replays the
+    notebook's cells that ran, as after a death.
+    """
+    return KernelLost(f"the kernel sent a malformed message ({type(exc).__name__})")
 
 
 def _from_request(msg: Any, msg_id: str) -> bool:
@@ -264,8 +290,12 @@ class KernelSession:
         self._budget = _OutputBudget(limits.output_bytes)
 
     async def start(self) -> None:
-        client = _Client(self._nb, self._km_factory(self._runtime, self._workdir), self._limits,
-                         self._workdir, self._budget)
+        km = self._km_factory(self._runtime, self._workdir)
+        # The one place where text from the kernel enters the grader: every message, to nbclient
+        # and to the harness's reader alike, is decoded by this session.
+        unpack = km.session.unpack
+        km.session.unpack = lambda data: safe_strings(unpack(data))
+        client = _Client(self._nb, km, self._limits, self._workdir, self._budget)
         self._client = client
         await client.async_start_new_kernel()
         await client.async_start_new_kernel_client()
@@ -289,28 +319,25 @@ class KernelSession:
         assert self._client is not None, "kernel not started"
         return self._client
 
-    async def run_cell(self, index: int) -> CellProblem | None:
-        """Execute one notebook cell; raise KernelLost when the kernel is gone afterwards."""
+    async def run_cell(self, index: int, timeout_s: float) -> CellProblem | None:
+        """Execute one notebook cell, interrupting it after timeout_s; raise KernelLost when the
+        kernel is gone afterwards."""
         client = self.client
         client.idle_seen = False
         client.last_reply = None
+        client.cell_timeout_s = timeout_s
         try:
             await client.async_execute_cell(self._nb.cells[index], index)
         except DeadKernelError:
             raise KernelLost("it killed the kernel") from None
         except Exception as exc:
-            # nbclient trusts the kernel's messages; a notebook can send malformed ones (a
-            # status without content, a stream whose text is a number). Such a kernel is
-            # treated as lost: a fresh one replays the notebook without this cell.
-            raise KernelLost(f"the kernel sent a malformed message while it ran "
-                             f"({type(exc).__name__})") from None
+            raise _malformed(exc) from None
         reply = (client.last_reply or {}).get("content", {})
         if reply.get("ename") == _TIMEOUT_MARK:
             if not client.idle_seen or not await client.km.is_alive():
-                raise KernelLost(f"it ran past {self._limits.cell_timeout_s:g} s "
-                                 "and did not stop when interrupted")
+                raise KernelLost(f"it ran past {timeout_s:g} s and did not stop when interrupted")
             return CellProblem(cell=index, problem="timeout", excerpt=self.excerpt(index),
-                               message=f"stopped after {self._limits.cell_timeout_s:g} s")
+                               message=f"stopped after {timeout_s:g} s")
         if reply.get("status") == "error":
             name = str(reply.get("ename", "Error"))[:200]
             value = str(reply.get("evalue", ""))[: self._limits.max_text]
@@ -416,13 +443,123 @@ class KernelSession:
                 if not await client.km.is_alive():
                     raise KernelLost("the kernel died") from None
                 continue
+            except Exception as exc:  # content that is not JSON, a header without an id, ...
+                raise _malformed(exc) from None
             if not _from_request(msg, msg_id):
                 continue
-            if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
-                with contextlib.suppress(Empty):
-                    await kc.get_shell_msg(timeout=self._limits.interrupt_grace_s)
-                return interrupted_at is not None
-            receive(msg)
+            try:
+                if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+                    with contextlib.suppress(Empty):
+                        await kc.get_shell_msg(timeout=self._limits.interrupt_grace_s)
+                    return interrupted_at is not None
+                receive(msg)
+            except Exception as exc:
+                raise _malformed(exc) from None
+
+
+class _Cells:
+    """The notebook's code cells on one submission's kernels: each run once, in order, and the
+    ones that ran replayed on a fresh kernel after a death, all within the notebook's time."""
+
+    def __init__(self, nb: nbformat.NotebookNode, session: KernelSession, limits: Limits,
+                 problems: list[CellProblem]) -> None:
+        self._session = session
+        self._limits = limits
+        self._problems = problems
+        self._code = [i for i, c in enumerate(nb.cells)
+                      if c.cell_type == "code" and c.source.strip()]
+        # The cells that ran to their end, errors included: what a replay runs again. Cells
+        # that killed the kernel, ran out of time or were never reached stay out.
+        self._ran: list[int] = []
+        # Time spent in cells, replays included; starting kernels does not count.
+        self._used_s = 0.0
+        self._restarts = limits.restarts
+
+    def _left_s(self) -> float:
+        return self._limits.notebook_timeout_s - self._used_s
+
+    async def _run(self, index: int) -> tuple[CellProblem | None, bool]:
+        """Run one cell within its own limit and what is left of the notebook's time; its
+        problem, and whether it was the notebook's time that stopped it."""
+        timeout_s = min(self._limits.cell_timeout_s, self._left_s())
+        started = time.monotonic()
+        try:
+            problem = await self._session.run_cell(index, timeout_s)
+        finally:
+            self._used_s += time.monotonic() - started
+        cut = (problem is not None and problem.problem == "timeout"
+               and timeout_s < self._limits.cell_timeout_s)
+        return problem, cut
+
+    def _out_of_time(self, index: int, what: str) -> None:
+        self._problems.append(CellProblem(
+            cell=index, problem="timeout", excerpt=self._session.excerpt(index),
+            message=f"{what}: the notebook's cells used up their "
+                    f"{self._limits.notebook_timeout_s:g} s"))
+
+    def _died(self, index: int, message: str) -> None:
+        self._problems.append(CellProblem(cell=index, problem="kernel_died", message=message,
+                                          excerpt=self._session.excerpt(index)))
+
+    async def run(self) -> bool:
+        """Run every code cell once, in order; False when the kernel is lost for good."""
+        for index in self._code:
+            if self._left_s() <= 0:
+                self._out_of_time(index, "not run, nor any cell after it")
+                return True
+            try:
+                problem, cut = await self._run(index)
+            except KernelLost as lost:
+                self._died(index, str(lost))
+                if not await self.restart():
+                    return False
+                continue
+            if cut:
+                self._out_of_time(index, "stopped, and no cell after it run")
+                return True
+            if problem is None or problem.problem == "error":
+                self._ran.append(index)
+            if problem is not None:
+                self._problems.append(problem)
+        return True
+
+    async def restart(self) -> bool:
+        """A fresh kernel that has run exactly the cells that ran, again, within what is left
+        of the notebook's time. False when none can be had: no restart or no time is left, or
+        each fresh kernel died too."""
+        while self._restarts > 0:
+            if self._ran and self._left_s() <= 0:
+                self._out_of_time(self._ran[0],
+                                  "not run again after the kernel died, nor any cell after it")
+                return False
+            self._restarts -= 1
+            await self._session.stop()
+            try:
+                await self._session.start()
+                await self._replay()
+            except Exception:  # it died again, or never came up: as good as dead
+                continue
+            return True
+        return False
+
+    async def _replay(self) -> None:
+        """Run the cells that ran again, until the notebook's time runs out. Their problems
+        were reported the first time; only a cut or a death is news."""
+        for index in self._ran:
+            if self._left_s() <= 0:
+                self._out_of_time(
+                    index, "not run again after the kernel restarted, nor any cell after it")
+                return
+            try:
+                _, cut = await self._run(index)
+            except KernelLost as lost:
+                self._died(index, f"run again after the kernel restarted, {lost}")
+                self._ran.remove(index)  # not on the next fresh kernel, if there is one
+                raise
+            if cut:
+                self._out_of_time(index, "stopped when run again after the kernel restarted, "
+                                         "and no cell after it run")
+                return
 
 
 async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
@@ -430,8 +567,9 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                   submission: Path | None = None) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order.
 
-    `km_factory` makes each kernel's manager: grader.sandbox chooses one with the limits and
-    confinement the machine allows.
+    A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
+    the cells that ran. `km_factory` makes each kernel's manager: grader.sandbox chooses one
+    with the limits and confinement the machine allows.
     """
     observations = Observations()
     runtime = scratch_dir("run")
@@ -440,62 +578,10 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
     if submission is not None:
         shutil.copy2(submission, workdir / submission.name)
     session = KernelSession(nb, limits, km_factory, runtime, workdir)
-    restarts = limits.restarts
-    skipped: set[int] = set()
-    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
-
-    async def replay(upto: int) -> None:
-        """A fresh kernel with every cell before `upto` run again, skipping the killers and
-        the cells that ran out of time."""
-        await session.stop()
-        try:
-            await session.start()
-        except KernelLost:
-            raise
-        except Exception as exc:  # the kernel did not come up again: as good as dead
-            raise KernelLost(f"the kernel did not start again ({exc})") from exc
-        for index in code_cells:
-            if index >= upto:
-                break
-            if index not in skipped:
-                await session.run_cell(index)
-
+    cells = _Cells(nb, session, limits, observations.cells)
     try:
         await session.start()
-        deadline = time.monotonic() + limits.notebook_timeout_s
-        alive = True
-        position = 0
-        while position < len(code_cells):
-            index = code_cells[position]
-            if time.monotonic() > deadline:
-                observations.cells.append(CellProblem(
-                    cell=index, problem="timeout", excerpt=session.excerpt(index),
-                    message=f"not run, nor any cell after it: the notebook's cells used up "
-                            f"their {limits.notebook_timeout_s:g} s"))
-                break
-            try:
-                problem = await session.run_cell(index)
-            except KernelLost as lost:
-                skipped.add(index)
-                observations.cells.append(CellProblem(cell=index, problem="kernel_died",
-                                                      message=str(lost),
-                                                      excerpt=session.excerpt(index)))
-                if restarts == 0:
-                    alive = False
-                    break
-                restarts -= 1
-                try:
-                    await replay(index)
-                except KernelLost:
-                    alive = False
-                    break
-            else:
-                if problem is not None:
-                    observations.cells.append(problem)
-                    if problem.problem == "timeout":
-                        skipped.add(index)
-            position += 1
-
+        alive = await cells.run()
         for plan in plans:
             if not alive:
                 observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
@@ -506,13 +592,7 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
             except KernelLost as lost:
                 observations.calls[plan.key] = lost.calls or [
                     Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]
-                alive = restarts > 0
-                if alive:
-                    restarts -= 1
-                    try:
-                        await replay(code_cells[-1] + 1 if code_cells else 0)
-                    except KernelLost:
-                        alive = False
+                alive = await cells.restart()
     finally:
         await session.stop()
         shutil.rmtree(runtime, ignore_errors=True)

@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# What no text of the grader may carry: lone surrogates, which no JSON encoder writes as UTF-8
+# (one would stop a report from being written at all), and control characters other than tab and
+# newline, which a terminal acts on. A notebook can put either into an exception message or a
+# type's name, and one that replaces its kernel's message packer sends them on unescaped.
+_UNSAFE = re.compile("[\ud800-\udfff\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe_text(text: str) -> str:
+    """`text` with each character no report may carry replaced by U+FFFD (so its length, and
+    any length limit it meets, stay the same)."""
+    return _UNSAFE.sub("\ufffd", text)
+
+
+def safe_strings(value: Any) -> Any:
+    """`value` with safe_text applied to every string in it, dict keys included, at any depth
+    of dicts and lists (tuples become lists, as in JSON)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_strings(k): safe_strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe_strings(v) for v in value]
+    return value
+
 
 # Non-finite floats travel as strings because JSON has no NaN or infinity.
 WireFloat = float | Literal["nan", "inf", "-inf"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,16 +26,21 @@ from grader.batch import (
     extract_notebooks,
     find_submissions,
     grade_class,
+    grader_build,
+    grading_settings,
     spec_hash,
     student_seed,
 )
 from grader.cli import main
 from grader.console import Verbosity, class_summary
+from grader.exports import feedback_html
 from grader.grade import limits_for
 from grader.gradebook import Gradebook
 from grader.report import Report
+from grader.runner import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import ROOT, submission
+from tests.test_cli import unsafe_text_notebook
 
 GRADER = Path(sys.executable).parent / "grader"
 WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
@@ -453,3 +460,142 @@ def test_a_student_id_is_never_a_spreadsheet_formula(tmp_path, spec):
     out = tmp_path / "out"
     assert _grade(spec, source, out) == 0
     assert [row["student"] for row in _csv(out)] == ["'=HYPERLINK(1+1)"]
+
+
+def test_a_notebook_that_sends_lone_surrogates_gets_a_report_and_the_class_finishes(
+        tmp_path, spec):
+    source, out = tmp_path / "class", tmp_path / "out"
+    source.mkdir()
+    submission(source, "ada")
+    unsafe_text_notebook(source, "mallory")
+    assert _grade(spec, source, out, jobs=2) == 0
+    reports = _reports(out)
+    assert reports["ada"].score == spec.max_score
+    assert reports["mallory"].status == "graded"
+    assert reports["mallory"].cells[-1].message == "ValueError: lone \ufffd and \ufffd[2J"
+    assert [r["student"] for r in _csv(out)] == ["ada", "mallory"]
+    assert (out / "mallory.html").is_file() and (out / "summary.png").is_file()
+    before = _rows(out)
+    assert _grade(spec, source, out) == 0
+    assert _rows(out) == before  # both kept: nothing to retry
+
+
+def test_what_fails_while_recording_one_student_is_that_students_failure(
+        tmp_path, spec, monkeypatch, capsys):
+    source, out = tmp_path / "class", tmp_path / "out"
+    source.mkdir()
+    # A name the file system takes, but too long for the temporary file beside its report.
+    long_id = "x" * 240
+    for student in ("ada", "bob", "cy", long_id):
+        (source / f"{student}.ipynb").write_text("{")  # unreadable: reports without a kernel
+    record, page = Gradebook.record, feedback_html
+
+    def record_all_but_bob(book, student, *args):
+        if student == "bob":
+            raise sqlite3.OperationalError("database or disk is full")
+        return record(book, student, *args)
+
+    def page_for_all_but_cy(report, title=""):
+        if report.submission == "cy.ipynb" and "the grader failed" not in (report.reason or ""):
+            raise RecursionError("maximum recursion depth exceeded")
+        return page(report, title)
+
+    monkeypatch.setattr(Gradebook, "record", record_all_but_bob)
+    monkeypatch.setattr("grader.batch.feedback_html", page_for_all_but_cy)
+    monkeypatch.setenv("COLUMNS", "1000")  # one warning a line
+    command = ["grade", str(source), "--out", str(out), "--assignment",
+               "derivative_calculation", "-q"]
+    assert main(command) == 1
+    err = capsys.readouterr().err
+    assert "bob: the grader failed: its report could not be recorded" in err
+    assert "cy: the grader failed: its files could not be written" in err
+    assert f"{long_id}: the grader failed: its files could not be written" in err
+
+    # The others are written; each failing student is in the table, with a report where one
+    # can be written, and none is kept.
+    reports = _reports(out)
+    assert reports["ada"].status == "invalid" and "not valid JSON" in reports["ada"].reason
+    assert "database or disk is full" in reports["bob"].reason
+    assert "RecursionError" in reports["cy"].reason
+    assert long_id not in reports
+    table = {r["student"]: r["status"] for r in _csv(out)}
+    assert table == {"ada": "invalid", "bob": "invalid", "cy": "invalid", long_id: "invalid"}
+    assert set(_rows(out)) == {"ada"}
+
+    # The next run retries them (and only them): what can be recorded now is.
+    monkeypatch.undo()
+    kept = _rows(out)["ada"]
+    assert main(command) == 1  # the long name still cannot be written
+    assert set(_rows(out)) == {"ada", "bob", "cy"} and _rows(out)["ada"] == kept
+    assert "not valid JSON" in _reports(out)["cy"].reason
+
+
+def test_a_report_is_graded_again_when_anything_that_could_change_it_changes(
+        tmp_path, spec, monkeypatch):
+    source, out = tmp_path / "class", tmp_path / "out"
+    source.mkdir()
+    (source / "ada.ipynb").write_text("{")  # unreadable: a report without a kernel
+
+    def no_kernel(runtime: Path, workdir: Path):
+        raise AssertionError("an unreadable notebook needs no kernel")
+
+    def graded_again(sandbox: str = "bwrap+landlock", **limits) -> bool:
+        before = _rows(out).get("ada")
+        assert grade_class(source, out, spec, replace(Limits(), **limits),
+                           verbosity=Verbosity.QUIET, km_factory=no_kernel,
+                           sandbox=sandbox) == 0
+        return _rows(out)["ada"] != before
+
+    assert graded_again()
+    assert not graded_again()
+    for change in [{"cell_timeout_s": 6.0}, {"call_timeout_s": 3.0},
+                   {"memory_bytes": 1 << 30}, {"output_bytes": 1000},
+                   {"notebook_timeout_s": 10.0}, {"restarts": 0}]:
+        assert graded_again(**change), change
+        assert not graded_again(**change), change
+    assert graded_again(sandbox="bwrap")
+    assert not graded_again(sandbox="bwrap")
+    versions = json.loads(grading_settings(Limits(), "bwrap"))["versions"]
+    monkeypatch.setattr("grader.batch._library_versions",
+                        lambda: {**versions, "numpy": "0.0.1"})
+    assert graded_again(sandbox="bwrap", memory_bytes=1 << 30)
+    assert not graded_again(sandbox="bwrap", memory_bytes=1 << 30)
+    with contextlib.closing(sqlite3.connect(out / "gradebook.sqlite")) as db:
+        (settings,), = db.execute("SELECT settings FROM reports")
+    recorded = json.loads(settings)
+    assert recorded["sandbox"] == "bwrap" and recorded["mode"] == "full"
+    assert recorded["limits"]["memory_bytes"] == 1 << 30
+    assert set(recorded["versions"]) >= {"numpy", "nbclient", "ipykernel"}
+
+
+def test_a_gradebook_of_the_previous_schema_is_brought_up_to_date(tmp_path, spec):
+    source, out = tmp_path / "class", tmp_path / "out"
+    source.mkdir()
+    (source / "ada.ipynb").write_text("{")
+    out.mkdir()
+    with contextlib.closing(sqlite3.connect(out / "gradebook.sqlite")) as db:
+        db.execute("CREATE TABLE reports (assignment TEXT NOT NULL, student TEXT NOT NULL, "
+                   "content_hash TEXT NOT NULL, grader_version TEXT NOT NULL, spec_hash TEXT "
+                   "NOT NULL, seed INTEGER NOT NULL, score REAL NOT NULL, max_score REAL NOT "
+                   "NULL, status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT NOT "
+                   "NULL, report_json TEXT NOT NULL, PRIMARY KEY (assignment, student))")
+        secret = bytes(range(32))
+        db.execute("CREATE TABLE secret (id INTEGER PRIMARY KEY CHECK (id = 0), value BLOB NOT "
+                   "NULL)")
+        db.execute("INSERT INTO secret VALUES (0, ?)", (secret,))
+        # A row that matches on everything that schema recorded, its secret included.
+        report = Report(assignment=spec.name, submission="ada.ipynb", status="invalid",
+                        reason="then", score=0, max_score=spec.max_score, seed=0,
+                        grader_version="then", duration_s=0)
+        key = (find_submissions(source)["ada"].content_hash(), grader_build(), spec_hash(spec),
+               student_seed(spec, "ada", secret))
+        db.execute("INSERT INTO reports VALUES ('derivative_calculation', 'ada', ?, ?, ?, ?, "
+                   "0, 22, 'invalid', 'then', 'then', ?)", (*key, report.model_dump_json()))
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    assert _grade(spec, source, out) == 0
+    # Graded again: the settings it was graded under were never recorded.
+    assert _rows(out)["ada"][5] != "then"
+    assert "not valid JSON" in _reports(out)["ada"].reason
+    with contextlib.closing(sqlite3.connect(out / "gradebook.sqlite")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)

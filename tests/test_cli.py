@@ -6,6 +6,9 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from grader.cli import main
 from grader.report import Report
@@ -67,3 +70,67 @@ def test_the_console_script_has_help_for_every_command():
     schema = subprocess.run([sys.executable, "-m", "grader.cli", "schema"], capture_output=True,
                             text=True, check=True)
     assert json.loads(schema.stdout)["title"] == "Report"
+
+
+@pytest.mark.parametrize("command", ["check", "grade"])
+@pytest.mark.parametrize("option", ["--cell-timeout", "--call-timeout", "--cpu-time",
+                                    "--notebook-timeout", "--memory", "--file-size",
+                                    "--processes", "--output-limit"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "lots"])
+def test_limits_that_are_not_positive_numbers_exit_2_and_say_which(command, option, value,
+                                                                   tmp_path, capsys):
+    args = [str(SOLUTION)] if command == "check" else [str(tmp_path), "--out",
+                                                       str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as refused:
+        main([command, *args, option, value, "--assignment", "derivative_calculation"])
+    assert refused.value.code == 2
+    assert f"argument {option}: must be" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args", [["check", str(SOLUTION), "--seed", "-1"],
+                                  ["grade", "class", "--out", "out", "--jobs", "0"]])
+def test_a_negative_seed_or_no_jobs_exit_2(args, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert refused.value.code == 2
+    assert "must be at least" in capsys.readouterr().err
+
+
+# A notebook that replaces its kernel's message packer with one that escapes what the default
+# refuses to encode, so that lone surrogates reach the grader, then puts one and a terminal
+# escape into exception messages: of a cell, and of a function call.
+PATCHED_PACKER = ("import json\nfrom jupyter_client.jsonutil import json_default\n"
+                  "k = get_ipython().kernel\n"
+                  "k.session.pack = lambda obj: json.dumps(obj, default=json_default).encode()")
+UNSAFE_RAISE = "raise ValueError('lone \\ud800 and \\x1b[2J')"
+
+
+def _strings(value: object) -> list[str]:
+    """Every string in a parsed JSON value, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value, *(t for v in value.values() for t in _strings(v))]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
+def unsafe_text_notebook(folder: Path, name: str) -> Path:
+    """A notebook whose delta1 and last cell raise messages no report can hold as they are."""
+    return submission(folder, name, cells_before=[PATCHED_PACKER], extra_cells=[UNSAFE_RAISE],
+                      bodies={"delta1": UNSAFE_RAISE})
+
+
+def test_check_reports_a_notebook_that_sends_lone_surrogates(tmp_path, capsys):
+    path = unsafe_text_notebook(tmp_path, "surrogates")
+    assert main(["check", str(path), "--json"]) == 1
+    out = capsys.readouterr().out
+    report = Report.model_validate_json(out)
+    assert report.cells[-1].message == "ValueError: lone \ufffd and \ufffd[2J"
+    examples = next(t for t in report.tests if t.name == "delta1: examples")
+    assert "raised ValueError: lone \ufffd and \ufffd[2J" in examples.feedback
+    assert not [text for text in _strings(json.loads(out)) if "\ud800" in text or "\x1b" in text]
+    assert main(["check", str(path)]) == 1  # and as a table
+    assert "lone \ufffd" in capsys.readouterr().out
