@@ -11,13 +11,14 @@ from nbformat import NotebookNode
 
 from grader import __version__
 from grader.cases import call_args, make_cases
-from grader.judge import judge
+from grader.judge import counterfactuals, judge
 from grader.notebook import UnreadableNotebook, load_notebook
 from grader.reference import handout_namespace, reference_namespace
 from grader.report import Report
 from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
 from grader.sandbox import choose_sandbox
 from grader.spec import AssignmentSpec, SpecError, Timeouts
+from grader.values import Call
 
 
 def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
@@ -71,28 +72,28 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
             raise
         raise SpecError(f"{spec.name} cannot be checked without its answer key: its case "
                         "variables call an exercise function of the handout") from None
-    plans = []
-    # A probe on exactly a graded function's own arguments would repeat its calls: it reads
-    # them instead.
-    graded = {(f.name, tuple(f.args)): f.name for f in spec.functions}
-    aliases: dict[str, str] = {}
-    for f in spec.functions:
-        arguments = [call_args(spec, f.name, c) for c in cases]
-        plans.append(CallPlan(f.name, f.name, arguments))
-        for p in f.probes:
-            same = graded.get((p.function, tuple(p.args)))
-            if same is not None:
-                aliases[p.key(f.name)] = same
-            else:
-                plans.append(CallPlan(p.key(f.name), p.function,
-                                      [[c.variables[a] for a in p.args] for c in cases]))
-        if f.repeat is not None:
-            plans.append(CallPlan(f.repeat_key, f.name, arguments))
-    observations = await observe(nb, plans, limits, km_factory, submission=path)
-    calls = observations.calls | {key: observations.calls[same] for key, same in aliases.items()}
     # Feedback quotes the timeouts that applied, which the command line may have changed.
     applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
                                                            call_s=limits.call_timeout_s)})
+    plans = []
+    for f in spec.functions:
+        arguments = [call_args(spec, f.name, c) for c in cases]
+        plans.append(CallPlan(f.name, f.name, arguments))
+        if f.repeat is not None:
+            plans.append(CallPlan(f.repeat_key, f.name, arguments))
+
+    def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
+        # After every graded call, in the same kernel: a function wrong through a dependency
+        # that lost points is called again with a stand-in for it (see grader.judge).
+        if public:
+            return []
+        return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[i])
+                                             for i in c.cases], c.stand_ins)
+                for c in counterfactuals(applied, cases, calls, namespace)]
+
+    observations = await observe(nb, plans, limits, km_factory, submission=path,
+                                 then=second_calls)
+    calls = observations.calls
     tests = judge(applied, cases, calls, namespace, public=public)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from grader.cases import Case, Code
 from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
-from grader.reference import evaluate, gradient, with_substitutes
+from grader.reference import evaluate, gradient
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import (
     AssignmentSpec,
@@ -19,6 +19,7 @@ from grader.spec import (
     Detector,
     FunctionSpec,
     GradientCheck,
+    Probe,
     PropertyCheck,
     within,
 )
@@ -37,6 +38,7 @@ from grader.values import (
     Timeout,
     TooLarge,
     Unsupported,
+    Value,
     as_array,
     as_plain,
 )
@@ -254,6 +256,10 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     verdicts = [call_verdict(f.name, c, spec.timeouts.call_s, visible) for c in calls]
     base = dict(name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
                 max_score=points, visibility=Visibility.VISIBLE if visible else Visibility.HIDDEN)
+    if not cases:
+        return TestResult(**base, score=0, status=TestStatus.FAILED,
+                          feedback="No case of this group could be judged, so it awards no "
+                          "points.")
     problem = next((v for v in verdicts if v.status is not TestStatus.PASSED), None)
     if problem is not None:
         worst = _first_problem(verdicts)
@@ -301,12 +307,45 @@ def relative_difference(analytic: np.ndarray, numeric: np.ndarray, atol: float) 
     return np.where(diff <= atol, 0.0, diff / np.where(scale > 0, scale, 1.0))
 
 
+def _finite(value: Plain) -> bool:
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return bool(np.all(np.isfinite(value)))
+
+
 def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeout_s: float
-                   ) -> tuple[list[tuple[Case, np.ndarray]], CaseVerdict | None]:
-    pairs = [(case, call_verdict(f.name, call, timeout_s))
-             for case, call in zip(cases, calls, strict=True) if case.case_set != CaseSet.EXAMPLES]
+                   ) -> tuple[list[tuple[Case, Plain]], CaseVerdict | None]:
+    """The hidden cases' values, or the verdict that keeps a check from judging them.
+
+    A nan or an infinity passes no check: compared with anything it is neither close nor far,
+    so a cost, a difference or an equality built on it says nothing.
+    """
+    pairs = []
+    for case, call in zip(cases, calls, strict=True):
+        if case.case_set is CaseSet.EXAMPLES:
+            continue
+        verdict = call_verdict(f.name, call, timeout_s)
+        if verdict.got is not None and not _finite(verdict.got):
+            verdict = CaseVerdict(TestStatus.FAILED, f"{f.name} returned nan or an infinity on "
+                                  "a hidden case: no check can pass on such a value.")
+        pairs.append((case, verdict))
     problem = _first_problem([v for _, v in pairs])
+    if problem is None and not pairs:
+        problem = CaseVerdict(TestStatus.FAILED, "No hidden case could be judged, so this check "
+                              "awards no points.")
     return [(c, v.got) for c, v in pairs if v.got is not None], problem
+
+
+def _judging_failed(base: dict[str, Any], f: FunctionSpec, got: Plain, exc: Exception
+                    ) -> TestResult:
+    """The test's error when a spec expression raised on a student's value: the value is to
+    blame (a check of well-formed values does not raise), never the grader."""
+    return TestResult(**base, score=0, status=TestStatus.ERROR,
+                      feedback=f"Checking the value {f.name} returned ({describe(got)}) raised "
+                      f"{type(exc).__name__}: {str(exc)[:200]}. Check its form against the "
+                      "notebook's contract.")
 
 
 def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, cases: list[Case],
@@ -325,10 +364,11 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         def of(perturbed: np.ndarray, case: Case = case) -> Any:
             return evaluate(check.of, namespace, **(case.variables | {check.wrt: perturbed}))
 
+        # The numerical side involves no student value: its errors are the grader's own.
+        numeric = gradient(of, case.variables[check.wrt])
         try:
             analytic = np.asarray(
                 evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
-            numeric = gradient(of, case.variables[check.wrt])
             if numeric.shape != analytic.shape:
                 raise ValueError("a gradient has the shape of the variable it is taken against")
         except _DOES_NOT_FIT as exc:
@@ -336,8 +376,12 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
                               feedback=f"{f.name} returned {describe(got)}, which does "
                               f"not fit the shape of its inputs ({type(exc).__name__}: "
                               f"{str(exc)[:200]}).")
+        except Exception as exc:  # anything else the value makes the check raise
+            return _judging_failed(base, f, got, exc)
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
-        worst = max(worst, float(np.max(rel, initial=0.0)))
+        largest = float(np.max(rel, initial=0.0))
+        # nan (from an analytic value that overflowed) must not vanish in max().
+        worst = max(worst, largest if np.isfinite(largest) else float("inf"))
         pairs.append((analytic, numeric))
     # The finite differences err by about 1e-10 on O(1) costs, far below the float32 noise of a
     # correct student (about 1e-6 relative), so fd_rtol can sit in between: 1e-4 accepts
@@ -345,7 +389,7 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
     # is off by percents or more.
     if worst <= spec.tolerance.fd_rtol:
         return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
-                          feedback="Agrees with a numerical derivative on every hidden case.")
+                          feedback=f"Agrees with a numerical derivative on {_every(values)}.")
     relation = gradient_relation(np.concatenate([np.ravel(a) for a, _ in pairs]),
                                  np.concatenate([np.ravel(n) for _, n in pairs]))
     return TestResult(
@@ -353,6 +397,12 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         feedback=f"Does not agree with a numerical derivative (relative difference up to "
         f"{worst:.3g}; at most {spec.tolerance.fd_rtol:g} is expected)"
         + (f": {relation}." if relation else "."))
+
+
+def _every(values: Sequence[Any]) -> str:
+    """How many hidden cases a passed check judged, in words: never "every" for none."""
+    assert values, "a check that judged no case does not pass"
+    return "the hidden case" if len(values) == 1 else f"all {len(values)} hidden cases"
 
 
 def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
@@ -370,10 +420,12 @@ def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, ca
             holds = bool(np.all(evaluate(prop.holds, namespace, result=got, **case.variables)))
         except _DOES_NOT_FIT as exc:
             holds, misfit = False, misfit or exc
+        except Exception as exc:  # anything else the value makes the check raise
+            return _judging_failed(base, f, got, exc)
         failures += not holds
     if failures == 0:
         return TestResult(**base, score=prop.points, status=TestStatus.PASSED,
-                          feedback="Holds on every hidden case.")
+                          feedback=f"Holds on {_every(values)}.")
     if misfit is not None:
         # The check could not even be carried out: say so, rather than what failing it means.
         return TestResult(
@@ -391,7 +443,7 @@ def _identical(a: Plain, b: Plain) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
-        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+        return a.shape == b.shape and bool(np.array_equal(a, b))
     return False
 
 
@@ -409,113 +461,184 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
     differ = sum(not _identical(a, b) for (_, a), (_, b) in zip(first, second, strict=True))
     if differ == 0:
         return TestResult(**base, score=f.repeat.points, status=TestStatus.PASSED,
-                          feedback="Called twice, it returned the same result on every hidden "
-                          "case.")
+                          feedback=f"Called twice, it returned the same result on "
+                          f"{_every(first)}.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
 
 
-def _broken_by(call: Call, dependency: Call) -> bool:
-    """`call` raised because the function it depends on failed it: the dependency raised the
-    very same error, or gave back no number at all (None, say) for `call` to compute with."""
-    if not isinstance(call.outcome, Raised):
-        return False
-    d = dependency.outcome
-    if isinstance(d, Raised):
-        return (call.outcome.type, call.outcome.message) == (d.type, d.message)
-    return isinstance(d, NoneValue | Unsupported | TooLarge)
+# --- credit through a dependency ----------------------------------------------------------------
+#
+# A function (delta2) that calls another student function (sigmoid_prime) keeps its points on a
+# case it got wrong only on counterfactual evidence: called again in the student's kernel, after
+# every graded call, with the dependency replaced by a stand-in that answers with the reference's
+# value at the probe's arguments, it calls the stand-in on exactly those arguments and returns
+# the right value. The stand-in carries values, never the answer key's code, and everything is
+# decided here from what came back. A function that never calls the dependency, calls it on
+# other values, or is still wrong with a correct dependency is not excused; neither is a case
+# whose right answer or stand-in value is zero or not finite, which a function could hit without
+# computing anything. Only a dependency that lost points on its own tests can excuse, so a
+# mistake is charged once, never zero times; public mode, without an answer key, excuses nothing.
+# The second call can only ever show that a function computes the right value from a correct
+# dependency: whatever a notebook does in it (detect the stand-in, keep state from the graded
+# calls), it earns no point that a correct function would not earn.
 
 
-def _precision(outcome: Number | Array, rtol: float) -> float:
-    """The relative tolerance a value of this precision deserves: a function computed from a
-    float16 or float32 value inherits that precision, not float64's. Read from the values
-    themselves (do they survive a round trip?), not from the dtype the kernel names."""
-    values = as_array(outcome)
-    for low in (np.float16, np.float32):
-        with np.errstate(all="ignore"):
-            if np.array_equal(values.astype(low).astype(np.float64), values):
-                return max(rtol, 16 * float(np.finfo(low).eps))
-    return rtol
+@dataclass(frozen=True)
+class Counterfactual:
+    """A second call of `function` on the cases `cases` (indices into the case list), with each
+    dependency in `stand_ins` answering the reference's value there; filed under `key`."""
+
+    function: str
+    key: str
+    cases: list[int]
+    stand_ins: dict[str, list[Plain]]
 
 
-def _stand_in(args: Sequence[Any], value: np.ndarray) -> Callable[..., Any]:
-    """A function that answers with a student's observed value when called on `args`."""
+@dataclass(frozen=True)
+class Excuse:
+    """Why a wrong case keeps its points: the dependencies whose correct stand-ins the function
+    called, and the right value it returned then."""
 
-    def stand_in(*given: Any) -> np.ndarray:
-        if len(given) != len(args) or not all(
-                np.array_equal(np.asarray(g, dtype=np.float64), np.asarray(a, dtype=np.float64))
-                for g, a in zip(given, args, strict=True)):
-            raise LookupError("the reference calls it on values that were not observed")
-        return value
-
-    return stand_in
+    dependencies: tuple[str, ...]
+    call: Call
 
 
-def inherited_cases(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
-                    calls: dict[str, list[Call]], namespace: dict[str, Any] | None,
-                    failing: set[str] | frozenset[str] = frozenset()) -> dict[int, str]:
-    """Cases where `f` is wrong only through another student function it calls.
+def _telling(value: Plain, atol: float) -> bool:
+    """Finite and not all zero: a value a function cannot hit without computing anything."""
+    if isinstance(value, dict):
+        parts: list[Plain] = list(value.values())
+    elif isinstance(value, list):
+        parts = value
+    else:
+        return bool(np.all(np.isfinite(value))) and bool(np.any(np.abs(value) > atol))
+    return all(_finite(p) for p in parts) and any(_telling(p, atol) for p in parts)
 
-    Case index -> the name of that function. Given the answer key's namespace: `f` is wrong but
-    equals the reference formula evaluated with the student's own values of that function,
-    observed by the spec's probes; or `f` raised because that function raised the same error or
-    returned no number, and `f` is right on some other case where that function did return
-    values. Only a function in `failing` (it lost points on its own tests) can be the cause, and
-    only a hidden case is evidence (the worked examples' answers are public). Without such
-    evidence a failure is not excused (else a student could trade one function's points for
-    another's by making both fail), so public mode, which has no answer key, excuses nothing.
-    Such a mistake is charged once, to the function that makes it.
+
+def _right_value(spec: AssignmentSpec, f: FunctionSpec, case: Case, call: Call,
+                 namespace: dict[str, Any]) -> tuple[bool, Any]:
+    """Whether the call returned the reference's value (unchanged arguments), and that value."""
+    expected = evaluate(f.expected_expression, namespace, **case.variables)
+    verdict = call_verdict(f.name, call, spec.timeouts.call_s)
+    ok = (verdict.got is not None
+          and compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)[0])
+    return ok, expected
+
+
+def _counterfactuals(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
+                     namespace: dict[str, Any], failing: set[str]) -> list[Counterfactual]:
+    plans = []
+    for f in spec.functions:
+        probes = [p for p in f.probes if p.function in failing]
+        if not probes or f.name not in calls:
+            continue
+        chosen: list[int] = []
+        stand_ins: dict[str, list[Plain]] = {p.function: [] for p in probes}
+        for i, (case, call) in enumerate(zip(cases, calls[f.name], strict=True)):
+            if isinstance(call.outcome, Missing):
+                continue
+            right, expected = _right_value(spec, f, case, call, namespace)
+            if right or not _telling(plain(expected), spec.tolerance.atol):
+                continue
+            answers = {p.function: plain(evaluate(p.expression, namespace, **case.variables))
+                       for p in probes}
+            # A stand-in answers with a number, an array or a dict of them (what the kernel
+            # decodes), and only with a value no function could hit without computing it.
+            if all(not isinstance(a, list) and _telling(a, spec.tolerance.atol)
+                   for a in answers.values()):
+                chosen.append(i)
+                for name, answer in answers.items():
+                    stand_ins[name].append(answer)
+        if chosen:
+            key = f"{f.name} with a correct {' and '.join(stand_ins)}"
+            plans.append(Counterfactual(f.name, key, chosen, stand_ins))
+    return plans
+
+
+def counterfactuals(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
+                    namespace: dict[str, Any]) -> list[Counterfactual]:
+    """The second calls that could show a function wrong only through a dependency: for each
+    function whose probed dependency lost points, its wrong cases, with the reference's values
+    for the stand-ins. The same values always give the same plans, so `judge` finds them again.
     """
-    found: dict[int, str] = {}
-    if namespace is None:
-        return found
-    probes = [(p, calls[p.key(f.name)]) for p in f.probes
-              if p.key(f.name) in calls and p.function in failing]
-    tol = spec.tolerance
-    broken: dict[int, str] = {}
-    evidence = False  # f is right on a case where its dependencies gave values
-    for i, (case, call) in enumerate(zip(cases, calls[f.name], strict=True)):
-        same = [p.function for p, observed in probes if _broken_by(call, observed[i])]
-        if same:
-            broken[i] = same[0]
-            continue
-        if not probes or not isinstance(call.outcome, Number | Array) or call.mutated:
-            continue
-        got = as_array(call.outcome)
-        expected = evaluate(f.expected_expression, namespace, **case.variables)
-        if compare(expected, got, tol.rtol, tol.atol)[0]:
-            evidence = evidence or (not case.visible and all(
-                isinstance(o[i].outcome, Number | Array) for _, o in probes))
-            continue
-        substitutes = {}
-        rtol = tol.rtol
-        for p, observed in probes:
-            outcome = observed[i].outcome
-            if isinstance(outcome, Number | Array):
-                args = [case.variables[a] for a in p.args]
-                substitutes[p.function] = _stand_in(args, as_array(outcome))
-                rtol = max(rtol, _precision(outcome, tol.rtol))
-        if not substitutes:
-            continue
-        try:
-            own = evaluate(f.expected_expression, with_substitutes(namespace, substitutes),
-                           **case.variables)
-        except (LookupError, ValueError):
-            continue
-        if compare(own, got, rtol, tol.atol)[0]:
-            found[i] = next(iter(substitutes))
-            evidence = evidence or not case.visible
-    return found | broken if evidence else found
+    raw = {f.name: _function_tests(spec, f, cases, calls, namespace, False, {})
+           for f in spec.functions}
+    return _counterfactuals(spec, cases, calls, namespace, _failing(raw))
 
 
-def _credit_note(f: FunctionSpec, inherited: dict[int, str], scope: Sequence[int]) -> str:
-    names = sorted({inherited[i] for i in scope if i in inherited})
-    if not names:
+_HALF = ("float16", "half")
+_SINGLE = ("float32", "single")
+
+
+def _precision(dtype: str) -> float:
+    """The relative error that rounding to this dtype may leave, from the dtype's name alone: an
+    unknown name gets float64's, the strictest."""
+    low = np.float16 if dtype in _HALF else np.float32 if dtype in _SINGLE else np.float64
+    return 16 * float(np.finfo(low).eps)
+
+
+def _same_argument(sent: Any, got: Value) -> bool:
+    """Whether a stand-in was given the value the probe names, at the precision of its dtype (a
+    function may pass its argument on as float32)."""
+    if isinstance(sent, dict):
+        return (isinstance(got, DictValue) and got.entries.keys() == sent.keys()
+                and all(_same_argument(v, got.entries[k]) for k, v in sent.items()))
+    if not isinstance(got, Number | Array):
+        return False
+    return within(as_array(got), np.asarray(sent, dtype=np.float64), _precision(got.dtype), 0.0)
+
+
+def _dependencies_called(call: Call, probes: dict[str, Probe], case: Case) -> tuple[str, ...]:
+    """The stand-ins a second call used, when it used each one only on its probe's arguments;
+    () when it called none, called one on anything else, or called them past the record."""
+    if call.stand_in_overflow or not call.stand_in_calls:
+        return ()
+    for record in call.stand_in_calls:
+        p = probes.get(record.function)
+        if p is None or len(record.arguments) != len(p.args):
+            return ()
+        if not all(_same_argument(case.variables[a], got)
+                   for a, got in zip(p.args, record.arguments, strict=True)):
+            return ()
+    return tuple(sorted({r.function for r in call.stand_in_calls}))
+
+
+def _excused(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
+             calls: dict[str, list[Call]], namespace: dict[str, Any], plan: Counterfactual
+             ) -> dict[int, Excuse]:
+    """The cases of `plan` that its second calls show right through a correct dependency."""
+    observed = calls.get(plan.key)
+    if observed is None or len(observed) != len(plan.cases):
+        return {}
+    probes = {p.function: p for p in f.probes if p.function in plan.stand_ins}
+    found = {}
+    for i, call in zip(plan.cases, observed, strict=True):
+        if not _right_value(spec, f, cases[i], call, namespace)[0]:
+            continue
+        called = _dependencies_called(call, probes, cases[i])
+        if called:
+            found[i] = Excuse(called, call)
+    return found
+
+
+def _count(n: int, of: int, word: str) -> str:
+    if n == of == 1:
+        return f"the {word}"
+    return f"{'all ' if n == of else ''}{n} {word}{'s' if n > 1 else ''}"
+
+
+def _credit_note(f: FunctionSpec, excused: dict[int, Excuse], scope: Sequence[int],
+                 word: str) -> str:
+    """Which evidence kept which points, for the cases in `scope`."""
+    hit = [i for i in scope if i in excused]
+    if not hit:
         return ""
+    names = sorted({d for i in hit for d in excused[i].dependencies})
     which = " and ".join(names)
-    return (f" Where {f.name} goes wrong, the cause is your own {which}: from what "
-            f"{'they' if len(names) > 1 else 'it'} returned (or raised), {f.name} does the "
-            f"right thing, so it keeps these points. Fixing {which} fixes both.")
+    return (f" Where it went wrong, the cause is your own {which}: called again with a correct "
+            f"{which} in {'their places' if len(names) > 1 else 'its place'}, {f.name} gave "
+            f"the right value on {_count(len(hit), len(scope), word)}, so it keeps these "
+            f"points. Fixing {which} fixes both.")
 
 
 def _sentences(first: str, second: str) -> str:
@@ -552,70 +675,91 @@ def _diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
     return out
 
 
+
+
+def _function_tests(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
+                    calls: dict[str, list[Call]], namespace: dict[str, Any], public: bool,
+                    excused: dict[int, Excuse]) -> list[TestResult]:
+    """Every test of one function; an excused case is judged on the value its second call gave.
+    """
+    f_calls = [excused[i].call if i in excused else c for i, c in enumerate(calls[f.name])]
+    f_tests: list[TestResult] = []
+    for case_set in CaseSet:
+        if case_set not in f.points:
+            continue
+        if public and (case_set is not CaseSet.EXAMPLES or f.name not in spec.example_answers):
+            continue
+        scope = [i for i, c in enumerate(cases) if c.case_set is case_set]
+        answers = ([spec.example_answers[f.name][cases[i].index] for i in scope]
+                   if public else None)
+        t = reference_test(spec, f, case_set, [cases[i] for i in scope],
+                           [f_calls[i] for i in scope], namespace, answers)
+        f_tests.append(_with_note(t, _credit_note(f, excused, scope, _SET_WORDS[case_set])))
+    hidden = [i for i, c in enumerate(cases) if c.case_set is not CaseSet.EXAMPLES]
+    note = _credit_note(f, excused, hidden, "hidden case")
+    for check in f.gradient_checks:
+        f_tests.append(_with_note(gradient_test(spec, f, check, cases, f_calls, namespace), note))
+    for prop in f.properties:
+        f_tests.append(_with_note(property_test(spec, f, prop, cases, f_calls, namespace), note))
+    if f.repeat is not None:
+        # Whether a function repeats itself is about its own calls, never the second ones.
+        f_tests.append(repeat_test(spec, f, cases, calls[f.name], calls[f.repeat_key]))
+    kept = [i for i in range(len(cases)) if i not in excused]
+    return _diagnosed(spec, f, f_tests, [cases[i] for i in kept],
+                      [calls[f.name][i] for i in kept], namespace)
+
+
+def _failing(tests: dict[str, list[TestResult]]) -> set[str]:
+    return {name for name, ts in tests.items() if any(t.status is not TestStatus.PASSED
+                                                      for t in ts)}
+
+
 def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
           namespace: dict[str, Any], public: bool = False) -> list[TestResult]:
     """Every test of the assignment, in spec order.
 
-    `public` judges without the answer key (`namespace` is then the student handout's): only the
-    worked examples, against the spec's published answers, and the finite-difference and
-    property checks run.
+    `calls` holds the graded calls and, under the keys `counterfactuals` names, the second calls
+    that can excuse a function's wrong cases (see above). `public` judges without the answer
+    key (`namespace` is then the student handout's): only the worked examples, against the
+    spec's published answers, and the finite-difference and property checks run; nothing is
+    excused.
     """
-    tests: list[TestResult] = []
-    for f in spec.functions:
-        failing = {t.function for t in tests if t.status is not TestStatus.PASSED}
-        inherited = inherited_cases(spec, f, cases, calls, None if public else namespace,
-                                    failing)
-        keep = [i for i in range(len(cases)) if i not in inherited]
-        kept_cases = [cases[i] for i in keep]
-        f_calls = [calls[f.name][i] for i in keep]
-        f_tests: list[TestResult] = []
-        for case_set in CaseSet:
-            if case_set not in f.points:
-                continue
-            if public and (case_set is not CaseSet.EXAMPLES or f.name not in spec.example_answers):
-                continue
-            scope = [i for i, c in enumerate(cases) if c.case_set is case_set]
-            idx = [k for k, i in enumerate(keep) if i in scope]
-            note = _credit_note(f, inherited, scope)
-            if not idx:
-                f_tests.append(TestResult(
-                    name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
-                    score=f.points[case_set], max_score=f.points[case_set],
-                    status=TestStatus.PASSED, feedback=note.strip(),
-                    visibility=Visibility.VISIBLE if case_set is CaseSet.EXAMPLES
-                    else Visibility.HIDDEN))
-                continue
-            answers = ([spec.example_answers[f.name][kept_cases[k].index] for k in idx]
-                       if public else None)
-            t = reference_test(spec, f, case_set, [kept_cases[k] for k in idx],
-                               [f_calls[k] for k in idx], namespace, answers)
-            f_tests.append(_with_note(t, note))
-        hidden = [i for i, c in enumerate(cases) if c.case_set is not CaseSet.EXAMPLES]
-        note = _credit_note(f, inherited, hidden)
-        for check in f.gradient_checks:
-            t = gradient_test(spec, f, check, kept_cases, f_calls, namespace)
-            f_tests.append(_with_note(t, note))
-        for prop in f.properties:
-            t = property_test(spec, f, prop, kept_cases, f_calls, namespace)
-            f_tests.append(_with_note(t, note))
-        if f.repeat is not None:
-            again = [calls[f.repeat_key][i] for i in keep]
-            f_tests.append(_with_note(repeat_test(spec, f, kept_cases, f_calls, again), note))
-        tests += _after_failing_calls(f, _diagnosed(spec, f, f_tests, kept_cases, f_calls,
-                                                      namespace), tests)
-    return tests
+    tests = {f.name: _function_tests(spec, f, cases, calls, namespace, public, {})
+             for f in spec.functions}
+    # Functions that, called again with correct dependencies, still went wrong somewhere.
+    wrong_anyway: set[str] = set()
+    if not public:
+        for plan in _counterfactuals(spec, cases, calls, namespace, _failing(tests)):
+            f = spec.function(plan.function)
+            excused = _excused(spec, f, cases, calls, namespace, plan)
+            if excused:
+                tests[f.name] = _function_tests(spec, f, cases, calls, namespace, False, excused)
+            answered = [i for i, c in zip(plan.cases, calls.get(plan.key, []), strict=False)
+                        if not isinstance(c.outcome, KernelDied | Timeout)]
+            if any(i not in excused for i in answered):
+                wrong_anyway.add(f.name)
+    failing = _failing(tests)
+    return [t for f in spec.functions
+            for t in _after_failing_calls(f, tests[f.name], failing, f.name in wrong_anyway)]
 
 
-def _after_failing_calls(f: FunctionSpec, f_tests: list[TestResult],
-                         earlier: list[TestResult]) -> list[TestResult]:
-    """Point a failing function at a failing function it calls: that one is the place to start."""
-    failing = {t.function for t in earlier if t.status is not TestStatus.PASSED}
+def _after_failing_calls(f: FunctionSpec, f_tests: list[TestResult], failing: set[str],
+                         wrong_anyway: bool) -> list[TestResult]:
+    """Point a failing function at a failing function it calls: that one is the place to start,
+    unless the function went wrong even with a correct one."""
     broken = sorted({p.function for p in f.probes} & failing)
     if not broken:
         return f_tests
     which = " and ".join(broken)
-    note = (f"{f.name} calls your {which}, which fails its own tests: fix {which} first, then "
-            f"check {f.name} again.")
+    if wrong_anyway:
+        note = (f"{f.name} calls your {which}, which fails its own tests; but called again with "
+                f"a correct {which} in {'their places' if len(broken) > 1 else 'its place'}, "
+                f"{f.name} still did not compute the right value from "
+                f"{'them' if len(broken) > 1 else 'it'}, so the mistake is in "
+                f"{f.name} too.")
+    else:
+        note = (f"{f.name} calls your {which}, which fails its own tests: fix {which} first, "
+                f"then check {f.name} again.")
     return [t if t.status is TestStatus.PASSED
             else t.model_copy(update={"feedback": _sentences(t.feedback, note)})
             for t in f_tests]

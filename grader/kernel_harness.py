@@ -4,7 +4,8 @@
 # It is sent as source text (never imported by the grader), so it stays self-contained.
 
 
-def __grader_install__(nonce, mime, max_items, max_text, max_entries):
+def __grader_install__(nonce, mime, max_items, max_text, max_entries,
+                       max_stand_in_calls):
     import contextlib as _contextlib
     import math as _math
 
@@ -125,17 +126,49 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
         with _contextlib.suppress(BaseException):
             _stream.flush()
 
-    def _unchanged(after, before):
-        # `before` is a private copy the student's code never saw.
-        if isinstance(before, _np.ndarray):
-            return (isinstance(after, _np.ndarray) and after.shape == before.shape
-                    and bool(_np.array_equal(after, before)))
-        if isinstance(before, dict):
-            return (isinstance(after, dict) and list(dict.keys(after)) == list(before)
-                    and all(_unchanged(dict.__getitem__(after, k), v) for k, v in before.items()))
-        return True
+    def _safe(value):
+        # A student's object can fool isinstance (a __class__ property) and make the encoders
+        # raise: that is a value the grader cannot read, not the end of the run.
+        try:
+            return _encode_value(value)
+        except Exception:
+            return {"kind": "unsupported", "type": "unreadable"}
 
-    def run(name, cases):
+    def _recorder():
+        # What the stand-ins of one case are given, encoded at once, up to a bound: the grader
+        # decides from these values whether the function called its dependency as it should.
+        calls = []
+        state = {"open": True, "overflow": False, "size": 0}
+
+        def record(dependency, given):
+            if not state["open"] or state["overflow"]:
+                return
+            if len(calls) >= max_stand_in_calls or len(given) > 32:
+                state["overflow"] = True
+                return
+            encoded = [_safe(g) for g in given]
+            state["size"] += sum(_size(e) for e in encoded)
+            if state["size"] > max_items:
+                state["overflow"] = True
+                return
+            calls.append({"function": dependency, "arguments": encoded})
+
+        return calls, state, record
+
+    def _stand_in(dependency, answer, record):
+        # Answers with a value the grader computed, whatever it is given: it holds no code of
+        # the answer key, and the grader checks afterwards what it was given.
+        def stand_in(*args, **kwargs):
+            record(dependency, args + tuple(kwargs.values()))
+            return _decode(answer)
+
+        return stand_in
+
+    _absent = object()
+
+    def run(name, cases, stand_ins=None):
+        """Call `name` on each case. `stand_ins` maps another function's name to one answer per
+        case: during each call that name is bound to a stand-in giving that answer."""
         func = namespace.get(name)
         if not callable(func):
             found = None if name not in namespace else _text(type(namespace[name]).__name__)
@@ -143,7 +176,12 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
             return
         for index, raw in enumerate(cases):
             args = [_decode(a) for a in raw]
-            before = [_decode(a) for a in raw]
+            calls, state, record = _recorder()
+            replaced = {}
+            for dependency, answers in (stand_ins or {}).items():
+                replaced[dependency] = namespace.get(dependency, _absent)
+                namespace[dependency] = _stand_in(dependency, answers[index], record)
+            outcome = None
             try:
                 result = func(*args)
             except KeyboardInterrupt:
@@ -154,10 +192,20 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries):
             except BaseException as exc:
                 outcome = {"kind": "raised", "type": _text(type(exc).__name__),
                            "message": _text(exc)}
-            else:
-                outcome = _encode_value(result)
-            mutated = [i for i, (a, b) in enumerate(zip(args, before, strict=True))
-                       if not _unchanged(a, b)]
-            _emit({"function": name, "case": index, "outcome": outcome, "mutated": mutated})
+            finally:
+                state["open"] = False
+                for dependency, original in replaced.items():
+                    if original is _absent:
+                        namespace.pop(dependency, None)
+                    else:
+                        namespace[dependency] = original
+            if outcome is None:
+                outcome = _safe(result)
+            # Arrays and dicts go back as the call left them; the grader compares them with
+            # what it sent.
+            after = [_safe(a) if isinstance(r, (list, dict)) else None
+                     for a, r in zip(args, raw, strict=True)]
+            _emit({"function": name, "case": index, "outcome": outcome, "after": after,
+                   "stand_in_calls": calls, "stand_in_overflow": state["overflow"]})
 
     return run

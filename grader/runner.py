@@ -13,7 +13,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Empty
@@ -32,12 +32,14 @@ from grader.report import CellProblem
 from grader.values import (
     MAX_ENTRIES,
     MAX_ITEMS,
+    MAX_STAND_IN_CALLS,
     Call,
     CallMessage,
     KernelDied,
     Missing,
     Raised,
     Timeout,
+    changed_arguments,
     safe_strings,
 )
 
@@ -117,11 +119,16 @@ class Limits:
 
 @dataclass(frozen=True)
 class CallPlan:
-    """Call `function` on each argument list; the outcomes are filed under `key`."""
+    """Call `function` on each argument list; the outcomes are filed under `key`.
+
+    `stand_ins` maps the name of another function to one value per argument list: during each
+    call that name answers with that value (see KernelSession.call).
+    """
 
     key: str
     function: str
     arguments: list[list[Any]]
+    stand_ins: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -355,14 +362,22 @@ class KernelSession:
         run = f"_grader_run_{secrets.token_hex(8)}"
         nonce = secrets.token_hex(16)
         code = (f"{HARNESS_SOURCE}\n{run} = __grader_install__({nonce!r}, {MIME!r}, "
-                f"{self._limits.max_items}, {self._limits.max_text}, {MAX_ENTRIES})\n"
+                f"{self._limits.max_items}, {self._limits.max_text}, {MAX_ENTRIES}, "
+                f"{MAX_STAND_IN_CALLS})\n"
                 "del __grader_install__\n")
         await self._execute(code, lambda _msg: None, deadline_s=self._limits.startup_timeout_s)
         self._nonce = nonce
         return run
 
-    async def call(self, function: str, arguments: Sequence[Sequence[Any]]) -> list[Call]:
-        """Call one student function on each case's arguments; stop at its first timeout."""
+    async def call(self, function: str, arguments: Sequence[Sequence[Any]],
+                   stand_ins: Mapping[str, Sequence[Any]] | None = None) -> list[Call]:
+        """Call one student function on each case's arguments; stop at its first timeout.
+
+        With `stand_ins` (a function name -> one value per case), that name is bound during
+        each call to a stand-in that answers with the case's value and records what it was
+        given. Whether an argument was changed in place is decided here, from the values the
+        kernel sends back, never by code in the kernel.
+        """
         if self._run is None:
             self._run = await self._install_harness()
         outcomes: dict[int, Call] = {}
@@ -386,11 +401,18 @@ class KernelSession:
             if message.case == -1 and isinstance(message.outcome, Missing):
                 missing = message.outcome
             elif 0 <= message.case < len(arguments) and message.case not in outcomes:
-                outcomes[message.case] = Call(outcome=message.outcome, mutated=message.mutated)
+                outcomes[message.case] = Call(
+                    outcome=message.outcome,
+                    mutated=changed_arguments(arguments[message.case], message.after),
+                    stand_in_calls=message.stand_in_calls,
+                    stand_in_overflow=message.stand_in_overflow)
 
-        code = "{}({!r}, [{}])".format(
+        answers = {name: "[" + ", ".join(map(_literal, values)) + "]"
+                   for name, values in (stand_ins or {}).items()}
+        code = "{}({!r}, [{}], {{{}}})".format(
             self._run, function, ", ".join("[" + ", ".join(map(_literal, args)) + "]"
-                                           for args in arguments))
+                                           for args in arguments),
+            ", ".join(f"{name!r}: {values}" for name, values in answers.items()))
         try:
             timed_out = await self._execute(code, receive, deadline_s=self._limits.call_timeout_s,
                                             progress=lambda: len(outcomes))
@@ -562,14 +584,26 @@ class _Cells:
                 return
 
 
+def _plans_then(plans: Sequence[CallPlan],
+                then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None,
+                observations: Observations) -> Iterator[CallPlan]:
+    """`plans`, then the plans `then` makes of their outcomes once every one of them is in."""
+    yield from plans
+    if then is not None:
+        yield from then(dict(observations.calls))
+
+
 async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
                   km_factory: KernelManagerFactory,
-                  submission: Path | None = None) -> Observations:
+                  submission: Path | None = None,
+                  then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None = None
+                  ) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order.
 
     A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
     the cells that ran. `km_factory` makes each kernel's manager: grader.sandbox chooses one
-    with the limits and confinement the machine allows.
+    with the limits and confinement the machine allows. `then`, given the outcomes of every
+    plan, returns more plans to carry out in the same kernel after them.
     """
     observations = Observations()
     runtime = scratch_dir("run")
@@ -582,13 +616,14 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
     try:
         await session.start()
         alive = await cells.run()
-        for plan in plans:
+        for plan in _plans_then(plans, then, observations):
             if not alive:
                 observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
                                                 for _ in plan.arguments]
                 continue
             try:
-                observations.calls[plan.key] = await session.call(plan.function, plan.arguments)
+                observations.calls[plan.key] = await session.call(plan.function, plan.arguments,
+                                                                  plan.stand_ins)
             except KernelLost as lost:
                 observations.calls[plan.key] = lost.calls or [
                     Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]

@@ -180,15 +180,17 @@ class Mistake(_Model):
 
 
 class Probe(_Model):
-    """Call another student function on case variables, so a function that depends on it is
-    judged with the student's own values of it (no double penalty for one mistake)."""
+    """Another student function this one calls, and on which case variables: when that function
+    loses points, this one is called again with a stand-in for it (the reference's value on
+    those variables), so that one mistake is not charged twice."""
 
     function: str
     args: list[str] = Field(min_length=1)
 
-    def key(self, owner: str) -> str:
-        """The observation key: e.g. `delta2/sigmoid_prime(z2)`."""
-        return f"{owner}/{self.function}({', '.join(self.args)})"
+    @property
+    def expression(self) -> str:
+        """The call whose reference value a stand-in answers with: e.g. `sigmoid_prime(z2)`."""
+        return f"{self.function}({', '.join(self.args)})"
 
 
 class FunctionSpec(_Model):
@@ -209,8 +211,8 @@ class FunctionSpec(_Model):
         "(e.g. a seeded training run).")
     mistakes: list[Mistake] = Field(default_factory=list, description="Known misconceptions.")
     probes: list[Probe] = Field(
-        default_factory=list, description="Student functions this one calls, observed on the "
-        "same cases so that a mistake in them is not charged here again.")
+        default_factory=list, description="Student functions this one calls (one probe per "
+        "function), so that a mistake in them is not charged here again.")
 
     @field_validator("name")
     @classmethod
@@ -295,6 +297,9 @@ class AssignmentSpec(_Model):
                     raise ValueError(f"{f.name}: probe of {p.function!r}, not another function")
                 if not set(p.args) <= known:
                     raise ValueError(f"{f.name}: probe {p.function} takes unknown variables")
+            if len({p.function for p in f.probes}) != len(f.probes):
+                # A stand-in answers one value per case: one probe per function it replaces.
+                raise ValueError(f"{f.name}: two probes of the same function")
         ids = [m.id for m in self.mistakes] + [m.id for f in self.functions for m in f.mistakes]
         if len(set(ids)) != len(ids):
             raise ValueError("a mistake id is used twice")

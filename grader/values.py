@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -136,23 +137,57 @@ Outcome = Annotated[
 ]
 
 
+# A value as the harness encodes one: what a function returned, an argument it left behind, or
+# an argument it passed to a stand-in.
+Value = Annotated[
+    Number | Array | DictValue | SequenceValue | NoneValue | Unsupported | TooLarge,
+    Field(discriminator="kind"),
+]
+
+# A stand-in records at most this many calls per case; a function that calls it more often, or
+# on more values than max_items in all, shows no evidence.
+MAX_STAND_IN_CALLS = 16
+
+
+class StandInCall(_Wire):
+    """One call a student function made to a stand-in: the values it passed, as encoded then."""
+
+    function: str = Field(max_length=200)
+    arguments: list[Value] = Field(max_length=32)
+
+
 class CallMessage(_Wire):
-    """One message of the harness: the outcome of one call (case -1: the function is missing)."""
+    """One message of the harness: the outcome of one call (case -1: the function is missing).
+
+    `after` holds each array or dict argument as the call left it (null for the others), so
+    that the grader, not the kernel, decides whether the function changed its arguments.
+    """
 
     nonce: str
     function: str
     case: int = Field(ge=-1)
     outcome: Outcome
-    mutated: list[Annotated[int, Field(ge=0, le=31)]] = Field(default_factory=list,
-                                                               max_length=32)
+    after: list[Value | None] = Field(default_factory=list, max_length=32)
+    stand_in_calls: list[StandInCall] = Field(default_factory=list,
+                                              max_length=MAX_STAND_IN_CALLS)
+    stand_in_overflow: bool = Field(False, description="The stand-ins were called more often, "
+                                    "or on more values, than they record.")
 
 
 class Call(_Wire):
-    """The outcome of calling one student function on one case, as the judge sees it."""
+    """The outcome of calling one student function on one case, as the judge sees it.
+
+    `mutated` lists the arguments the call changed, as the grader found by comparing what it
+    sent with what came back; `stand_in_calls` what the function passed to the stand-ins of a
+    second-phase call.
+    """
 
     outcome: Outcome
     mutated: list[Annotated[int, Field(ge=0, le=31)]] = Field(default_factory=list,
                                                                max_length=32)
+    stand_in_calls: list[StandInCall] = Field(default_factory=list,
+                                              max_length=MAX_STAND_IN_CALLS)
+    stand_in_overflow: bool = False
 
 
 def _float(v: WireFloat) -> float:
@@ -178,3 +213,38 @@ def as_plain(outcome: Number | Array | DictValue | SequenceValue) -> Plain:
     if isinstance(outcome, SequenceValue):
         return [as_plain(item) for item in outcome.items]
     return as_array(outcome)
+
+
+def same_value(sent: Any, back: Value | None) -> bool:
+    """Whether an encoded value is exactly the argument the grader sent: same shape, keys and
+    numbers. Decided here, from values, since nothing in the student's kernel is trusted."""
+    if isinstance(sent, dict):
+        return (isinstance(back, DictValue) and back.entries.keys() == sent.keys()
+                and all(same_value(v, back.entries[k]) for k, v in sent.items()))
+    if not isinstance(back, Number | Array):
+        return False
+    expected = np.asarray(sent, dtype=np.float64)
+    got = as_array(back)
+    return got.shape == expected.shape and bool(np.all(got == expected))
+
+
+def changed_arguments(sent: Sequence[Any], after: Sequence[Value | None]) -> list[int]:
+    """The positions of the array and dict arguments a call did not leave as they were sent.
+
+    Numbers are immutable and functions (spec code) are not sent back; an array or dict argument
+    that did not come back at all counts as changed.
+    """
+    changed = []
+    for i, value in enumerate(sent):
+        if not is_container(value):
+            continue
+        back = after[i] if i < len(after) else None
+        if not same_value(value, back):
+            changed.append(i)
+    return changed
+
+
+def is_container(value: Any) -> bool:
+    """An argument a function could change in place: a dict, or an array of one or more axes
+    (numbers and spec code are neither). The harness sends these back after each call."""
+    return isinstance(value, dict) or (not callable(value) and np.ndim(value) > 0)

@@ -189,24 +189,20 @@ def test_the_example_class_gets_the_mistakes_its_readme_promises(grade):
 
 
 def test_failing_together_earns_nothing_without_evidence(tmp_path, grade):
-    # A sigmoid_prime that returns None leaves no case on which delta2 could show that it is
-    # right: excusing its errors would let a student trade sigmoid_prime's points for delta2's
-    # and delta1's by making all three fail.
-    folder = tmp_path
-    traded = grade(submission(folder, "traded", bodies={
+    # Excusing delta2's and delta1's errors through a failing sigmoid_prime would let a student
+    # trade sigmoid_prime's points for theirs by making all three fail; called again with a
+    # correct sigmoid_prime, they still raise, so nothing is excused.
+    report = grade(submission(tmp_path, bodies={
         "sigmoid_prime": "return None",
         "delta2": "raise RuntimeError()",
         "delta1": "raise RuntimeError()",
     }))
-    honest = grade(submission(folder, "honest", bodies={
-        "sigmoid_prime": "s = sigmoid(z)\ns * (1 - s)",
-    }))
-    for report in (traded, honest):
-        scores = report.function_scores()
-        assert scores["sigmoid_prime"][0] == scores["delta2"][0] == scores["delta1"][0] == 0
-        assert scores["update"][0] == scores["update"][1]
-    delta2 = next(t for t in honest.tests if t.name == "delta2: scalar")
-    assert "delta2 calls your sigmoid_prime, which fails its own tests" in delta2.feedback
+    scores = report.function_scores()
+    assert scores["sigmoid_prime"][0] == scores["delta2"][0] == scores["delta1"][0] == 0
+    assert scores["update"][0] == scores["update"][1]
+    delta2 = next(t for t in report.tests if t.name == "delta2: scalar")
+    assert "called again with a correct sigmoid_prime in its place, delta2 still did not " \
+        "compute the right value" in delta2.feedback
 
 
 def test_an_error_shared_with_a_scalar_only_sigmoid_prime_is_excused(tmp_path, grade):

@@ -11,6 +11,7 @@ from grader.judge import compare, judge, relative_difference
 from grader.reference import gradient as numerical_gradient
 from grader.reference import reference_namespace
 from grader.report import TestStatus
+from grader.spec import GradientCheck, PropertyCheck
 from grader.values import Array, Call, CallMessage, Number, as_array
 
 
@@ -125,6 +126,42 @@ class TestWholeAssignment:
         assert by_name["sigmoid_prime: scalar"].status is TestStatus.PASSED
         assert by_name["sigmoid_prime: vector"].status is TestStatus.FAILED
         assert "shape" in by_name["sigmoid_prime: vector"].feedback
+
+
+class TestValuesNoCheckCanJudge:
+    def test_nan_and_infinity_pass_nothing(self, spec, namespace):
+        for bad in (np.nan, np.inf):
+            implementations = {f.name: (lambda *args, bad=bad: np.asarray(args[-1]) * bad)
+                               for f in spec.functions}
+            tests = judged(spec, namespace, implementations)
+            assert all(t.score == 0 for t in tests), [t.name for t in tests if t.score]
+            assert not any("every hidden case" in t.feedback for t in tests)
+
+    def test_a_check_that_judged_no_case_awards_nothing(self, spec, namespace):
+        cases = [c for c in make_cases(spec, namespace, 3) if c.visible]
+        calls = {f.name: [wire(namespace[f.name](*call_args(spec, f.name, c))) for c in cases]
+                 for f in spec.functions}
+        tests = judge(spec, cases, calls, namespace)
+        unjudged = [t for t in tests if t.name.split(": ")[1] != "examples"]
+        assert unjudged and all(t.score == 0 for t in unjudged)
+        assert all("could be judged" in t.feedback for t in unjudged)
+
+    def test_an_error_while_checking_a_students_value_is_that_tests_error(self, spec,
+                                                                          namespace):
+        update = spec.function("update").model_copy(update={
+            "properties": [PropertyCheck(name="has an attribute", explain="-",
+                                         holds="result.no_such_attribute")],
+            "gradient_checks": [GradientCheck(
+                name="overflows", value="(2 + float(np.max(np.abs(result)))) ** 5000",
+                of="cost(forward(x, w1, b1, w, b2)[3], y)", wrt="w")]})
+        odd = spec.model_copy(update={"functions": [
+            update if f.name == "update" else f for f in spec.functions]})
+        implementations = {f.name: namespace[f.name] for f in spec.functions}
+        tests = {t.name: t for t in judged(odd, namespace, implementations)}
+        for name, error in (("update: has an attribute", "AttributeError"),
+                            ("update: overflows", "OverflowError")):
+            assert tests[name].status is TestStatus.ERROR and tests[name].score == 0
+            assert error in tests[name].feedback
 
 
 class TestCases:

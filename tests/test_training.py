@@ -101,8 +101,10 @@ def test_a_train_that_does_not_learn_fails_every_learning_property(reports):
     for name in ("the cost history goes down", "the trained network reaches a low cost",
                  "the trained network classifies XOR"):
         assert tests[name] is TestStatus.FAILED, name
-    # It is still deterministic: only the learning is wrong.
-    assert tests["the same seed gives the same result"] is TestStatus.PASSED
+    # Its costs climb to infinity, and no check passes on an infinite value, not even the
+    # repeat check that the same infinity twice would satisfy.
+    assert tests["the same seed gives the same result"] is TestStatus.FAILED
+    assert all("nan or an infinity" in t.feedback for t in report.tests if t.function == "train")
 
 
 def test_a_train_that_ignores_its_seed_fails_the_repeat_check_only(reports):
