@@ -16,6 +16,7 @@ from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibili
 from grader.spec import (
     AssignmentSpec,
     CaseSet,
+    ContrastCheck,
     Detector,
     FunctionSpec,
     GradientCheck,
@@ -415,6 +416,56 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
 
 
+def _finite(value: Plain) -> bool:
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return bool(np.all(np.isfinite(value)))
+
+
+def contrast_test(spec: AssignmentSpec, f: FunctionSpec, contrast: ContrastCheck,
+                  cases: list[Case], calls: list[Call], others: list[Call],
+                  namespace: dict[str, Any]) -> TestResult:
+    """The function called again with some arguments changed: on every hidden case, `holds`
+    relates the first result (`result`) to the second (`other`)."""
+    base = dict(name=f"{f.name}: {contrast.name}", function=f.name, kind=TestKind.PROPERTY,
+                max_score=contrast.points, visibility=Visibility.HIDDEN)
+    first, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
+    second, again = _graded_values(f, cases, others, spec.timeouts.call_s)
+    if problem is None and again is not None:
+        changes = ", ".join(f"{k} = {v}" for k, v in contrast.change.items())
+        problem = CaseVerdict(again.status, f"Called again with {changes}: {again.message}")
+    if problem is not None:
+        return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
+    if not first:
+        return TestResult(**base, score=0, status=TestStatus.FAILED,
+                          feedback="No hidden case could be judged.")
+    failures = 0
+    misfit: Exception | None = None
+    for (case, got), (_, other) in zip(first, second, strict=True):
+        if not (_finite(got) and _finite(other)):
+            failures += 1  # nan and inf satisfy no relation, whatever the expression says
+            continue
+        try:
+            holds = bool(np.all(evaluate(contrast.holds, namespace, result=got, other=other,
+                                         **case.variables)))
+        except _DOES_NOT_FIT as exc:
+            holds, misfit = False, misfit or exc
+        failures += not holds
+    if failures == 0:
+        return TestResult(**base, score=contrast.points, status=TestStatus.PASSED,
+                          feedback="Holds on every hidden case.")
+    if misfit is not None:
+        return TestResult(
+            **base, score=0, status=TestStatus.FAILED,
+            feedback=f"{f.name} returned {describe(first[0][1])}, which does not have the "
+            f"form the notebook asks for: using it raised {type(misfit).__name__}: "
+            f"{str(misfit)[:300]}. Check the shapes and keys against the notebook's contract.")
+    return TestResult(**base, score=0, status=TestStatus.FAILED,
+                      feedback=f"{contrast.explain} (failed on {failures} of {len(first)} cases)")
+
+
 def _broken_by(call: Call, dependency: Call) -> bool:
     """`call` raised because the function it depends on failed it: the dependency raised the
     very same error, or gave back no number at all (None, say) for `call` to compute with."""
@@ -601,6 +652,10 @@ def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
         if f.repeat is not None:
             again = [calls[f.repeat_key][i] for i in keep]
             f_tests.append(_with_note(repeat_test(spec, f, kept_cases, f_calls, again), note))
+        for n, contrast in enumerate(f.contrasts):
+            others = [calls[f.contrast_key(n)][i] for i in keep]
+            t = contrast_test(spec, f, contrast, kept_cases, f_calls, others, namespace)
+            f_tests.append(_with_note(t, note))
         tests += _after_failing_calls(f, _diagnosed(spec, f, f_tests, kept_cases, f_calls,
                                                       namespace), tests)
     return tests
