@@ -10,14 +10,14 @@ from typing import Any
 from nbformat import NotebookNode
 
 from grader import __version__
-from grader.cases import call_args, make_cases
+from grader.cases import Case, call_args, make_cases
 from grader.judge import counterfactuals, judge
 from grader.notebook import UnreadableNotebook, load_notebook
-from grader.reference import handout_namespace, reference_namespace
+from grader.reference import evaluate, handout_namespace, reference_namespace
 from grader.report import Report
 from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
 from grader.sandbox import choose_sandbox
-from grader.spec import AssignmentSpec, SpecError, Timeouts
+from grader.spec import AssignmentSpec, ContrastCheck, FunctionSpec, SpecError, Timeouts
 from grader.values import Call
 
 
@@ -38,6 +38,13 @@ def _notes(nb: NotebookNode, spec: AssignmentSpec) -> list[str]:
         return [f"This notebook was handed out for the assignment {named[:100]!r}, but it was "
                 f"graded as {spec.name!r}: was the right file submitted?"]
     return []
+
+
+def _changed(f: FunctionSpec, contrast: ContrastCheck, case: Case, namespace: dict[str, Any]
+             ) -> list[Any]:
+    """The arguments of a contrast check's second call: the case's, with some changed."""
+    return [evaluate(contrast.change[a], namespace, **case.variables) if a in contrast.change
+            else case.variables[a] for a in f.args]
 
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
@@ -81,6 +88,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
         plans.append(CallPlan(f.name, f.name, arguments))
         if f.repeat is not None:
             plans.append(CallPlan(f.repeat_key, f.name, arguments))
+        for i, contrast in enumerate(f.contrasts):
+            plans.append(CallPlan(f.contrast_key(i), f.name,
+                                  [_changed(f, contrast, c, namespace) for c in cases]))
 
     def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
         # After every graded call, in the same kernel: a function wrong through a dependency

@@ -16,6 +16,7 @@ from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibili
 from grader.spec import (
     AssignmentSpec,
     CaseSet,
+    ContrastCheck,
     Detector,
     FunctionSpec,
     GradientCheck,
@@ -408,23 +409,51 @@ def _every(values: Sequence[Any]) -> str:
 def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
                   calls: list[Call], namespace: dict[str, Any]) -> TestResult:
     """A condition every correct result satisfies, evaluated on the hidden cases."""
-    base = dict(name=f"{f.name}: {prop.name}", function=f.name, kind=TestKind.PROPERTY,
-                max_score=prop.points, visibility=Visibility.HIDDEN)
+    return _condition_test(spec, f, prop.name, prop.holds, prop.explain, prop.points, cases,
+                           calls, namespace)
+
+
+def contrast_test(spec: AssignmentSpec, f: FunctionSpec, contrast: ContrastCheck,
+                  cases: list[Case], calls: list[Call], others: list[Call],
+                  namespace: dict[str, Any]) -> TestResult:
+    """The function called again with some arguments changed: on every hidden case, `holds`
+    relates the first result (`result`) to the second (`other`)."""
+    changes = ", ".join(f"{k} = {v}" for k, v in contrast.change.items())
+    return _condition_test(spec, f, contrast.name, contrast.holds, contrast.explain,
+                           contrast.points, cases, calls, namespace, (others, changes))
+
+
+def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr: str,
+                    explain: str, points: float, cases: list[Case], calls: list[Call],
+                    namespace: dict[str, Any],
+                    second: tuple[list[Call], str] | None = None) -> TestResult:
+    """A spec condition of `result` (and of `other`, the result of a second call with the
+    arguments `second` changes) on every hidden case."""
+    base = dict(name=f"{f.name}: {name}", function=f.name, kind=TestKind.PROPERTY,
+                max_score=points, visibility=Visibility.HIDDEN)
     values, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
+    others: list[Plain | None] = [None] * len(values)
+    if second is not None and problem is None:
+        again, again_problem = _graded_values(f, cases, second[0], spec.timeouts.call_s)
+        if again_problem is not None:
+            problem = CaseVerdict(again_problem.status,
+                                  f"Called again with {second[1]}: {again_problem.message}")
+        others = [other for _, other in again]
     if problem is not None:
         return TestResult(**base, score=0, status=problem.status, feedback=problem.message)
     failures = 0
     misfit: Exception | None = None
-    for case, got in values:
+    for (case, got), other in zip(values, others, strict=True):
+        names = {"result": got} | ({} if other is None else {"other": other})
         try:
-            holds = bool(np.all(evaluate(prop.holds, namespace, result=got, **case.variables)))
+            holds = bool(np.all(evaluate(holds_expr, namespace, **names, **case.variables)))
         except _DOES_NOT_FIT as exc:
             holds, misfit = False, misfit or exc
         except Exception as exc:  # anything else the value makes the check raise
             return _judging_failed(base, f, got, exc)
         failures += not holds
     if failures == 0:
-        return TestResult(**base, score=prop.points, status=TestStatus.PASSED,
+        return TestResult(**base, score=points, status=TestStatus.PASSED,
                           feedback=f"Holds on {_every(values)}.")
     if misfit is not None:
         # The check could not even be carried out: say so, rather than what failing it means.
@@ -434,7 +463,7 @@ def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, ca
             f"form the notebook asks for: using it raised {type(misfit).__name__}: "
             f"{str(misfit)[:300]}. Check the shapes and keys against the notebook's contract.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
-                      feedback=f"{prop.explain} (failed on {failures} of {len(values)} cases)")
+                      feedback=f"{explain} (failed on {failures} of {len(values)} cases)")
 
 
 def _identical(a: Plain, b: Plain) -> bool:
@@ -704,6 +733,10 @@ def _function_tests(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
     if f.repeat is not None:
         # Whether a function repeats itself is about its own calls, never the second ones.
         f_tests.append(repeat_test(spec, f, cases, calls[f.name], calls[f.repeat_key]))
+    for n, contrast in enumerate(f.contrasts):
+        # Like the repeat check, about the function's own calls.
+        f_tests.append(contrast_test(spec, f, contrast, cases, calls[f.name],
+                                     calls[f.contrast_key(n)], namespace))
     kept = [i for i in range(len(cases)) if i not in excused]
     return _diagnosed(spec, f, f_tests, [cases[i] for i in kept],
                       [calls[f.name][i] for i in kept], namespace)

@@ -123,6 +123,31 @@ class RepeatCheck(_Model):
     points: float = Field(1.0, ge=0)
 
 
+class ContrastCheck(_Model):
+    """Call the function again on every hidden case with some arguments changed, and relate the
+    two results: the result must depend on those arguments as the contract says (another seed
+    gives another network; a learning rate of 0 returns the initial one)."""
+
+    name: str
+    change: dict[str, Expression] = Field(
+        min_length=1, description="New values of some of the function's arguments, as "
+        "expressions of case variables (e.g. seed = \"seed + 1\").")
+    holds: Expression = Field(
+        description="Boolean expression of `result` (the first call's value), `other` (the "
+        "second call's) and case variables.")
+    explain: str = Field(description="What a failure means, in words a student understands.")
+    points: float = Field(1.0, ge=0)
+
+    _v = field_validator("holds")(_check_expression)
+
+    @field_validator("change")
+    @classmethod
+    def _changes(cls, v: dict[str, str]) -> dict[str, str]:
+        for text in v.values():
+            _check_expression(text)
+        return v
+
+
 class Detector(StrEnum):
     """How a known mistake is recognised in the values a student's function returned."""
 
@@ -209,6 +234,9 @@ class FunctionSpec(_Model):
     repeat: RepeatCheck | None = Field(
         default=None, description="Check that a second call returns the very same value "
         "(e.g. a seeded training run).")
+    contrasts: list[ContrastCheck] = Field(
+        default_factory=list, description="Checks that call the function again with some "
+        "arguments changed, so that an answer which ignores an argument shows.")
     mistakes: list[Mistake] = Field(default_factory=list, description="Known misconceptions.")
     probes: list[Probe] = Field(
         default_factory=list, description="Student functions this one calls (one probe per "
@@ -232,12 +260,17 @@ class FunctionSpec(_Model):
             + sum(c.points for c in self.gradient_checks)
             + sum(p.points for p in self.properties)
             + (self.repeat.points if self.repeat else 0.0)
+            + sum(c.points for c in self.contrasts)
         )
 
     @property
     def repeat_key(self) -> str:
         """The observation key of the second calls."""
         return f"{self.name}#repeat"
+
+    def contrast_key(self, index: int) -> str:
+        """The observation key of the calls of contrast check `index`."""
+        return f"{self.name}#contrast{index}"
 
 
 class AssignmentSpec(_Model):
@@ -292,6 +325,10 @@ class AssignmentSpec(_Model):
             for g in f.gradient_checks:
                 if g.wrt not in known:
                     raise ValueError(f"{f.name}: gradient check perturbs unknown {g.wrt!r}")
+            for c in f.contrasts:
+                if not set(c.change) <= set(f.args):
+                    raise ValueError(f"{f.name}: contrast {c.name!r} changes "
+                                     f"{sorted(set(c.change) - set(f.args))}, not arguments")
             for p in f.probes:
                 if p.function not in names or p.function == f.name:
                     raise ValueError(f"{f.name}: probe of {p.function!r}, not another function")

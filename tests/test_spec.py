@@ -32,5 +32,17 @@ def test_a_broken_spec_is_refused_at_load_time_with_a_reason(tmp_path, old, new,
     assert message in str(refused.value)
 
 
+def test_a_contrast_may_change_only_the_functions_own_arguments(tmp_path):
+    training = ROOT / "assignments" / "training_and_gradient_check.toml"
+    path = tmp_path / "assignments" / training.name
+    path.parent.mkdir()
+    text = training.read_text()
+    assert 'change = { seed = "seed + 1" }' in text
+    path.write_text(text.replace('change = { seed = "seed + 1" }',
+                                 'change = { sede = "seed + 1" }', 1))
+    with pytest.raises(SpecError, match=r"changes \['sede'\], not arguments"):
+        load_spec(path)
+
+
 def test_the_shipped_spec_loads(tmp_path):
     assert _load_with(tmp_path, "", "").max_score == load_spec(SPEC).max_score

@@ -62,6 +62,12 @@ VARIANTS = {
     "wrong_keys": {"gradients": _GRADIENTS_WITH("'dW1': dW1", "'W1': dW1")},
     "not_a_dict": {"gradients": _GRADIENTS_WITH("return {'dW1': dW1, 'db1': db1, 'dW2': dW2, "
                                                 "'db2': db2}", "return [dW1, db1, dW2, db2]")},
+    # The worked example's learning rate, whatever the caller passes.
+    "own_learning_rate": {"update_parameters": CORRECT["update_parameters"].replace(
+        "learning_rate", "0.5")},
+    # The notebook's own W2 (its "Try it" cell's params), not the argument.
+    "global_weights": {"hidden_error": "return globals()['params']['W2'].T.dot(delta2) * "
+                       "sigmoid(Z1) * (1 - sigmoid(Z1))"},
 }
 
 
@@ -157,6 +163,23 @@ def test_a_dict_with_other_keys_or_a_list_instead_of_a_dict_fails_without_crashi
     # Entries that are present and right still earn their own gradient checks.
     tests = _tests(reports["wrong_keys"], "gradients")
     assert tests["db1 matches the numerical dC/db1"][0] is TestStatus.PASSED
+
+
+def test_an_update_that_ignores_its_learning_rate_fails_the_hidden_case(reports):
+    # The worked example's rate is the one it uses; each hidden case draws its own.
+    report = reports["own_learning_rate"]
+    only_loses(report, "update_parameters")
+    tests = _tests(report, "update_parameters")
+    assert tests["examples"][0] is TestStatus.PASSED
+    assert tests["matrix"][0] is TestStatus.FAILED
+
+
+def test_a_function_that_reads_the_notebooks_values_passes_the_worked_example_only(reports):
+    report = reports["global_weights"]
+    only_loses(report, "hidden_error")
+    tests = _tests(report, "hidden_error")
+    assert tests.pop("examples")[0] is TestStatus.PASSED
+    assert tests and all(status is not TestStatus.PASSED for status, _ in tests.values())
 
 
 def _message(outcome: dict) -> CallMessage:
