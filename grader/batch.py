@@ -31,13 +31,13 @@ from grader import __version__
 from grader.cases import derive_seed
 from grader.console import ClassConsole, Verbosity
 from grader.exports import feedback_html, gradescope_results, write_summary_png
-from grader.files import PARTIAL, scratch_dir, sweep_scratch, write_atomic
+from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
 from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
-from grader.report import Report
+from grader.report import Report, TestStatus
 from grader.runner import KernelManagerFactory, Limits
-from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_cgroups
+from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
 from grader.spec import AssignmentSpec, SpecError
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
@@ -185,7 +185,7 @@ def open_source(source: Path) -> Iterator[Path]:
         extract_notebooks(source, folder)
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
 
 
 def spec_hash(spec: AssignmentSpec) -> str:
@@ -302,7 +302,12 @@ class ClassRun:
     salt: str
     km_factory: KernelManagerFactory | None  # None: the sandbox limits.sandbox names
     sandbox: str
+    # What the kernels must not be able to read: the course's files, the submissions, OUT.
+    hidden: tuple[Path, ...] = ()
+    # Whether each kernel gets a CPU share of its own (see grade_all).
+    fair_shares: bool = True
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
         """The submission's report, and whether it may be kept (False: the grader itself failed)."""
@@ -332,21 +337,40 @@ class ClassRun:
             # Chosen once for the class, and only when a kernel is needed: choosing probes the
             # machine, which costs a process start.
             try:
-                box = choose_sandbox(self.limits.sandbox)
+                box = choose_sandbox(self.limits.sandbox, hide=self.hidden)
             except SandboxUnavailable as exc:
                 raise SourceError(str(exc)) from None
             self.km_factory, self.sandbox = box.factory(self.limits), box.name
+            self.fair_shares = box.fair_shares
         pending = iter(todo)
+        # Without a CPU share per kernel, a neighbour's processes can push a submission past its
+        # timeouts: what timed out (or hung) while sharing the machine is graded again, alone.
+        shared = not self.fair_shares and min(self.jobs, len(todo)) > 1
+        again: list[tuple[Submission, GradingKey]] = []
 
         async def worker() -> None:
             for submission, key in pending:
                 started_at = utc_now()
                 report, keep = await self.grade(submission, key.seed)
-                done(submission, key, report, started_at, keep)
+                if shared and keep and _ran_out_of_time(report):
+                    again.append((submission, key))
+                else:
+                    done(submission, key, report, started_at, keep)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self.jobs, len(todo))):
                 group.create_task(worker())
+        for submission, key in again:
+            started_at = utc_now()
+            report, keep = await self.grade(submission, key.seed)
+            done(submission, key, report, started_at, keep)
+
+
+def _ran_out_of_time(report: Report) -> bool:
+    """Whether a cell or a call of the report timed out or left a kernel that had to die."""
+    lost = (TestStatus.TIMEOUT, TestStatus.KERNEL_DIED)
+    return (any(c.problem in ("timeout", "kernel_died") for c in report.cells)
+            or any(t.status in lost for t in report.tests))
 
 
 def default_jobs() -> int:
@@ -380,9 +404,11 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
-    run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox)
-    sweep_scratch()  # what an earlier run, killed, left in the temp folder
-    sweep_cgroups()
+    book_path = gradebook or out / "gradebook.sqlite"
+    run = ClassRun(spec, limits, jobs or default_jobs(), salt, km_factory, sandbox,
+                   hidden=(spec.source, spec.reference_path, source, out, book_path))
+    # What an earlier run, killed, left: kernels, cgroups, scratch folders.
+    run.warnings += sweep_leftovers()
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:
@@ -393,7 +419,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             raise SourceError(f"cannot create {out}: {exc}") from None
         with _exclusive(out):
             _remove_partial_files(out)
-            with _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
+            with _open_gradebook(book_path) as book:
                 reports = _grade_submissions(run, spec_key, submissions, book, force, verbosity)
             write_class_outputs(out, reports, spec, gradescope=gradescope)
     # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
@@ -427,6 +453,8 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
             todo.append((submission, key))
 
     with ClassConsole(verbosity, total=len(submissions), kept=len(reports)) as console:
+        for warning in run.warnings:
+            console.warn(f"cleaning up after an earlier run: {warning}")
         for submission in submissions.values():
             if len(submission.files) > 1:
                 console.warn(f"several notebooks for student {submission.student!r}: "
