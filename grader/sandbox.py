@@ -298,7 +298,8 @@ class Sandbox:
         `none`, the whole filesystem."""
         if self.mode == "none":
             return [Path("/")]
-        return [Path(os.path.realpath(p)) for p in _system_paths()] + _prefixes()
+        paths = {Path(os.path.realpath(p)) for p in _system_paths()} | set(_prefixes())
+        return sorted(p for p in paths if not any(q in p.parents for q in paths))
 
     def check_hidden(self, paths: Iterable[Path]) -> None:
         """Stop (SandboxUnavailable) when a kernel could read one of `paths`: the answer key,
