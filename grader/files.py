@@ -46,12 +46,13 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 @dataclass
 class _Run:
     folder: Path
-    token: str
     lock_fd: int
-    users: int = 0
+    users: int = 0  # scratch folders in use
 
 
-_runs: dict[Path, _Run] = {}
+# By process and temp folder: a forked child gets a run of its own, so that its clean-up never
+# removes the folder its parent still works in.
+_runs: dict[tuple[int, Path], _Run] = {}
 _guard = threading.Lock()
 
 
@@ -83,7 +84,7 @@ def _open_run(base: Path) -> _Run:
     os.rename(pending, folder / LOCK)
     # A kernel under a uid of its own must reach its folders inside; it may list none of them.
     os.chmod(folder, 0o711)
-    return _Run(folder, token, fd)
+    return _Run(folder, fd)
 
 
 def scratch_dir(kind: str) -> Path:
@@ -93,10 +94,10 @@ def scratch_dir(kind: str) -> Path:
     Give it back with remove_scratch.
     """
     with _guard:
-        base = _base()
-        run = _runs.get(base)
+        key = (os.getpid(), _base())
+        run = _runs.get(key)
         if run is None:
-            run = _runs[base] = _open_run(base)
+            run = _runs[key] = _open_run(key[1])
         run.users += 1
     try:
         return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=run.folder))
@@ -126,7 +127,8 @@ def remove_scratch(folder: Path) -> None:
         warnings.warn(f"could not remove all of {folder}: {problems[0]}", RuntimeWarning,
                       stacklevel=2)
     with _guard:
-        run = next((r for r in _runs.values() if r.folder == folder.parent), None)
+        run = next((r for (pid, _), r in _runs.items()
+                    if pid == os.getpid() and r.folder == folder.parent), None)
     if run is not None:
         _release(run)
 
@@ -136,12 +138,14 @@ def _release(run: _Run) -> None:
         run.users -= 1
         if run.users > 0:
             return
-        del _runs[run.folder.parent]
-    # Removed while still locked, so that no sweep takes it meanwhile; what stays (something a
-    # kernel left that would not go) is a later sweep's, once the lock is free.
+        del _runs[os.getpid(), run.folder.parent]
+    # Removed while still locked, so that no sweep takes it meanwhile. A folder that still holds
+    # something (a kernel's leftover that would not go) keeps its lock file, free once closed:
+    # a later sweep takes it then, and a folder without one it would leave alone.
     with contextlib.suppress(OSError):
-        os.unlink(run.folder / LOCK)
-        os.rmdir(run.folder)
+        if os.listdir(run.folder) == [LOCK]:
+            os.unlink(run.folder / LOCK)
+            os.rmdir(run.folder)
     os.close(run.lock_fd)
 
 

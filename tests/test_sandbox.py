@@ -457,6 +457,18 @@ def test_a_lock_is_never_shown_free_while_its_run_lives(private_tmp):
     assert list(private_tmp.iterdir()) == []
 
 
+def test_what_would_not_go_at_the_end_of_a_run_is_swept_by_the_next(private_tmp, monkeypatch):
+    folder = scratch_dir("run")
+    (folder / "stuck").write_text("x")
+    with monkeypatch.context() as patch, pytest.warns(RuntimeWarning, match="could not remove"):
+        patch.setattr(files, "remove_tree", lambda path: [f"{path}: Device or resource busy"])
+        remove_scratch(folder)
+    run = folder.parent
+    assert (run / files.LOCK).exists()  # left for a sweep, which takes it now that it is free
+    assert sweep_leftovers() == []
+    assert not run.exists()
+
+
 # --- what the kernels can read must hold nothing of the course --------------------------------
 
 @pytest.fixture
