@@ -36,13 +36,13 @@ from grader import __version__
 from grader.cases import keyed_seed
 from grader.console import ClassConsole, Verbosity
 from grader.exports import feedback_html, gradescope_results, write_summary_png
-from grader.files import PARTIAL, scratch_dir, sweep_scratch, write_atomic
+from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
 from grader.grade import grade_notebook
 from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.reference import reference_namespace
-from grader.report import Report
+from grader.report import Report, TestStatus
 from grader.runner import KernelManagerFactory, Limits
-from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_cgroups
+from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
 from grader.spec import AssignmentSpec, SpecError
 from grader.values import safe_text
 
@@ -191,7 +191,7 @@ def open_source(source: Path) -> Iterator[Path]:
         extract_notebooks(source, folder)
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_scratch(folder)
 
 
 def spec_hash(spec: AssignmentSpec) -> str:
@@ -336,7 +336,10 @@ class ClassRun:
     jobs: int
     km_factory: KernelManagerFactory
     sandbox: str
+    # Whether each kernel gets a CPU share of its own (see grade_all).
+    fair_shares: bool = True
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def failed(self, student: str, submission: str, seed: int, reason: str,
                duration_s: float = 0.0) -> Report:
@@ -368,16 +371,34 @@ class ClassRun:
                         ) -> None:
         """Grade `todo` with at most `jobs` kernels at once; `done` is called as each finishes."""
         pending = iter(todo)
+        # Without a CPU share per kernel, a neighbour's processes can push a submission past its
+        # timeouts: what timed out (or hung) while sharing the machine is graded again, alone.
+        shared = not self.fair_shares and min(self.jobs, len(todo)) > 1
+        again: list[tuple[Submission, GradingKey]] = []
 
         async def worker() -> None:
             for submission, key in pending:
                 started_at = utc_now()
                 report, keep = await self.grade(submission, key.seed)
-                done(submission, key, report, started_at, keep)
+                if shared and keep and _ran_out_of_time(report):
+                    again.append((submission, key))
+                else:
+                    done(submission, key, report, started_at, keep)
 
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self.jobs, len(todo))):
                 group.create_task(worker())
+        for submission, key in again:
+            started_at = utc_now()
+            report, keep = await self.grade(submission, key.seed)
+            done(submission, key, report, started_at, keep)
+
+
+def _ran_out_of_time(report: Report) -> bool:
+    """Whether a cell or a call of the report timed out or left a kernel that had to die."""
+    lost = (TestStatus.TIMEOUT, TestStatus.KERNEL_DIED)
+    return (any(c.problem in ("timeout", "kernel_died") for c in report.cells)
+            or any(t.status in lost for t in report.tests))
 
 
 def default_jobs() -> int:
@@ -414,17 +435,22 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         spec_key = spec_hash(spec)
     except (SpecError, OSError) as exc:
         raise SourceError(str(exc)) from None
+    book_path = gradebook or out / "gradebook.sqlite"
+    # What the kernels must not be able to read: the course's files, the submissions, OUT.
+    hidden = (spec.source, spec.reference_path, source, out, book_path)
+    fair_shares = True
     if km_factory is None:
         # Chosen before any stored report is reused: the sandbox a report was graded in is part
         # of what it was computed from.
         try:
-            box = choose_sandbox(limits.sandbox)
+            box = choose_sandbox(limits.sandbox, hide=hidden)
         except SandboxUnavailable as exc:
             raise SourceError(str(exc)) from None
-        km_factory, sandbox = box.factory(limits), box.name
-    run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox)
-    sweep_scratch()  # what an earlier run, killed, left in the temp folder
-    sweep_cgroups()
+        km_factory, sandbox, fair_shares = box.factory(limits), box.name, box.fair_shares
+    run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox,
+                   fair_shares=fair_shares)
+    # What an earlier run, killed, left: kernels, cgroups, scratch folders.
+    run.warnings += sweep_leftovers()
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:
@@ -435,7 +461,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             raise SourceError(f"cannot create {out}: {exc}") from None
         with _exclusive(out):
             _remove_partial_files(out)
-            with _open_gradebook(gradebook or out / "gradebook.sqlite") as book:
+            with _open_gradebook(book_path) as book:
                 _grade_submissions(run, spec_key, submissions, book, force, verbosity, out,
                                    gradescope)
     # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
@@ -473,6 +499,8 @@ def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Subm
         todo.append((submission, key))
 
     with ClassConsole(verbosity, total=len(submissions), kept=len(reports)) as console:
+        for warning in run.warnings:
+            console.warn(f"cleaning up after an earlier run: {warning}")
         for submission in submissions.values():
             if len(submission.files) > 1:
                 console.warn(f"several notebooks for student {submission.student!r}: "

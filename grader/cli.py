@@ -42,9 +42,12 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
     p.add_argument("--call-timeout", type=_positive_seconds, metavar="S",
                    help="seconds one call of a student function may take (default: the spec's)")
     p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
-                   help="where student kernels run: bwrap (bubblewrap: no network, private "
-                        "files, own PIDs), unshare (no network, own PIDs), none (limits only), "
-                        "or auto, the strongest that works here (default)")
+                   help="where student kernels run: bwrap (bubblewrap, then Landlock and a "
+                        "seccomp filter: no network, only the interpreter's files, own PIDs), "
+                        "landlock (Landlock and seccomp, for machines without user namespaces), "
+                        "none (limits only: for trusted notebooks, a kernel can read the answer "
+                        "key), or auto (default): the strongest that works here, and an error "
+                        "when none does")
     p.add_argument("--memory", type=_positive_int, metavar="MIB",
                    help=f"address space of a kernel, MiB (default {Limits.memory_bytes >> 20})")
     p.add_argument("--cpu-time", type=_positive_seconds, metavar="S",
@@ -63,12 +66,12 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
 
 
 def _limits(args: argparse.Namespace, spec: AssignmentSpec, choose: bool = True) -> Limits:
-    """The limits the grading options ask for; the sandbox is chosen (and checked) here, once,
-    unless `choose` is False: then the caller chooses it."""
+    """The limits the grading options ask for; the sandbox is chosen (and checked to hide the
+    spec and the answer key) here, once, unless `choose` is False: then the caller chooses it."""
     sandbox = args.sandbox
     if choose:
         try:
-            sandbox = choose_sandbox(args.sandbox).name
+            sandbox = choose_sandbox(args.sandbox, hide=(spec.source, spec.reference_path)).mode
         except SandboxUnavailable as exc:
             raise UsageError(str(exc)) from None
     mib = 1 << 20

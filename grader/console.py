@@ -54,6 +54,7 @@ class ClassSummary:
     functions: list[FunctionSummary]
     failures: dict[str, int]  # test status (or "invalid") -> how many tests (or submissions)
     slowest: list[tuple[str, float, str]]  # student, seconds, status
+    sandboxes: dict[str, int]  # the layers graded submissions ran in -> how many
 
 
 def class_summary(reports: dict[str, Report], spec: AssignmentSpec) -> ClassSummary:
@@ -74,10 +75,15 @@ def class_summary(reports: dict[str, Report], spec: AssignmentSpec) -> ClassSumm
                 failures[t.status.value] = failures.get(t.status.value, 0) + 1
     slowest = sorted(((s, r.duration_s, r.status) for s, r in reports.items()),
                      key=lambda row: -row[1])[:SLOWEST_SHOWN]
+    sandboxes: dict[str, int] = {}
+    for report in reports.values():
+        if report.status == "graded":
+            sandboxes[report.sandbox] = sandboxes.get(report.sandbox, 0) + 1
     return ClassSummary(
         submissions=len(reports), invalid=failures.get("invalid", 0),
         mean_score=statistics.fmean(scores), median_score=statistics.median(scores),
-        max_score=spec.max_score, functions=functions, failures=failures, slowest=slowest)
+        max_score=spec.max_score, functions=functions, failures=failures, slowest=slowest,
+        sandboxes=sandboxes)
 
 
 def _tables(summary: ClassSummary, graded: int) -> list[Table]:
@@ -89,6 +95,9 @@ def _tables(summary: ClassSummary, graded: int) -> list[Table]:
     overview.add_row("could not be graded", str(summary.invalid))
     overview.add_row("mean score", f"{summary.mean_score:.2f} / {summary.max_score:g}")
     overview.add_row("median score", f"{summary.median_score:g} / {summary.max_score:g}")
+    # Every layer the graded submissions ran in; reports kept from earlier runs may differ.
+    overview.add_row("sandbox", ", ".join(
+        f"{name} ({count})" for name, count in sorted(summary.sandboxes.items())) or "-")
 
     functions = Table(title="Functions")
     for column in ("function", "full marks", "mean points"):

@@ -128,7 +128,9 @@ class Report(_Model):
                       "them. Kept for the instructor: no page a student sees shows it.")
     grader_version: str
     duration_s: float = Field(ge=0, allow_inf_nan=False)
-    sandbox: str = "none"
+    sandbox: str = Field(
+        default="none", description="Every layer the submission's kernels ran in, strongest "
+        "first: 'bwrap+landlock+seccomp', 'landlock+seccomp', or 'none' (unconfined).")
     mode: Literal["full", "public"] = Field(
         default="full", description="Which checks ran: 'full' judges against the answer key; "
         "'public' (a self-check without it) runs only the finite-difference and property "

@@ -27,7 +27,7 @@ from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
 
 from grader.cases import Code
-from grader.files import scratch_dir
+from grader.files import remove_scratch, scratch_dir
 from grader.report import CellProblem
 from grader.values import (
     MAX_ENTRIES,
@@ -95,7 +95,7 @@ class Limits:
     restarts: int = 1
     max_items: int = MAX_ITEMS
     max_text: int = 500
-    # Where the kernel runs: auto, bwrap, unshare or none (grader/sandbox.py).
+    # Where the kernel runs: auto, bwrap, landlock or none (grader/sandbox.py).
     sandbox: str = "auto"
     # Resource limits of the kernel process (rlimits), and the size of its private folders.
     memory_bytes: int = 2 << 30
@@ -630,6 +630,6 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                 alive = await cells.restart()
     finally:
         await session.stop()
-        shutil.rmtree(runtime, ignore_errors=True)
+        remove_scratch(runtime)
     observations.output_dropped_bytes = session.dropped_bytes
     return observations

