@@ -106,3 +106,44 @@ def test_the_descent_check_never_differentiates_a_network_of_a_shape_train_may_n
     assert result.score == 0
     largest = max(c.variables["hidden"] for c in cases) * 2
     assert max(sizes, default=0) <= largest, sizes[:5]
+
+
+# --- hidden inputs spelled out in the feedback ---------------------------------------------
+
+def _digits(values: Any) -> list[str]:
+    return [f"{v:.6f}".replace("-", "m").replace(".", "p") for v in np.ravel(values)]
+
+
+# On hidden cases, delta2 raises an exception of a class it names after its inputs, delta1 returns
+# an object of such a class, and sigmoid_prime, called on a batch, binds update to such an
+# object. The grader quoted each name: the feedback spelled out the hidden inputs, which a student
+# whose cases are drawn again for a later submission (same gradebook, same id) can then answer
+# from a table computed offline.
+_LEAKS = {
+    "delta2": ("if np.size(z2) > 1 or float(z2) != 0.5:\n"
+               "    raise type('L' + '_'.join(f'{v:.6f}' for v in np.ravel(z2)).replace('-', 'm')"
+               ".replace('.', 'p'), (Exception,), {})()\n"
+               "return (y_hat - y) * sigmoid_prime(z2)"),
+    "delta1": ("return type('K' + '_'.join(f'{v:.6f}' for v in np.ravel(z1)).replace('-', 'm')"
+               ".replace('.', 'p'), (), {})()"),
+    "sigmoid_prime": ("if np.size(z) > 1:\n"
+                      "    globals()['update'] = type('U' + '_'.join(f'{v:.6f}' for v in "
+                      "np.ravel(z)).replace('-', 'm').replace('.', 'p'), (), {})()\n"
+                      "s = sigmoid(z)\n"
+                      "return s * (1 - s)"),
+}
+
+
+def test_the_feedback_never_names_a_class_the_notebook_made_on_a_hidden_case(tmp_path, grade,
+                                                                              spec):
+    from grader.cases import make_cases as draw
+    report = grade(submission(tmp_path, "leak", bodies=_LEAKS), seed=3)
+    shown = " ".join(t.feedback for t in report.tests)
+    hidden = [c for c in draw(spec, reference_namespace(spec), 3) if not c.visible]
+    for case in hidden:
+        for name in ("z2", "z1"):
+            for digits in _digits(case.variables[name]):
+                assert digits not in shown, (name, digits, shown)
+    # What kind of failure it was still shows: an exception, a value of the wrong type.
+    assert "raised an exception of a class the notebook defines" in shown
+    assert "not a number or a numpy array" in shown
