@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from grader.cases import make_cases
 from grader.grade import grade_notebook, limits_for
@@ -18,6 +19,9 @@ from grader.report import Report, TestStatus
 from grader.spec import find_spec
 from grader.values import Array, Call, DictValue, Number, SequenceValue
 from tests.notebooks import submission
+from tests.test_training import CORRECT as TRAINING_CORRECT
+from tests.test_vectorized import CORRECT as VECTORIZED_CORRECT
+from tests.test_vectorized import NOTEBOOK as VECTORIZED_NOTEBOOK
 
 TRAINING = find_spec("training_and_gradient_check")
 TRAINING_NOTEBOOK = Path(__file__).resolve().parent.parent / "assignments" / (
@@ -67,9 +71,8 @@ _STATIONARY = (
 
 
 def test_a_train_that_starts_where_the_gradient_is_zero_fails_the_descent_check(tmp_path):
-    from tests.test_training import CORRECT
     report = _grade_training(submission(tmp_path, "stationary", bodies={"train": _STATIONARY},
-                                        notebook=TRAINING_NOTEBOOK, correct=CORRECT))
+                                        notebook=TRAINING_NOTEBOOK, correct=TRAINING_CORRECT))
     descent = next(t for t in report.tests if t.name == DESCENT)
     assert descent.status is TestStatus.FAILED and descent.score == 0, descent
 
@@ -136,10 +139,9 @@ _LEAKS = {
 
 def test_the_feedback_never_names_a_class_the_notebook_made_on_a_hidden_case(tmp_path, grade,
                                                                               spec):
-    from grader.cases import make_cases as draw
     report = grade(submission(tmp_path, "leak", bodies=_LEAKS), seed=3)
     shown = " ".join(t.feedback for t in report.tests)
-    hidden = [c for c in draw(spec, reference_namespace(spec), 3) if not c.visible]
+    hidden = [c for c in make_cases(spec, reference_namespace(spec), 3) if not c.visible]
     for case in hidden:
         for name in ("z2", "z1"):
             for digits in _digits(case.variables[name]):
@@ -147,3 +149,38 @@ def test_the_feedback_never_names_a_class_the_notebook_made_on_a_hidden_case(tmp
     # What kind of failure it was still shows: an exception, a value of the wrong type.
     assert "raised an exception of a class the notebook defines" in shown
     assert "not a number or a numpy array" in shown
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Dict keys are a channel too: a dict result's keys (64 of up to 100 characters) are quoted on "
+    "hidden cases by describe() ('expected a dict with keys [...] but got a dict with keys "
+    "[...]') and in the errors of property checks (forward() got an unexpected keyword "
+    "argument '...'). Closing it means naming, on hidden cases, only the keys the reference "
+    "has and counting the others, and not quoting exception text from a spec expression."))
+def test_the_feedback_never_quotes_a_dict_key_made_on_a_hidden_case(tmp_path):
+    spec = find_spec("vectorized_backprop")
+    body = ("return {('K' + '_'.join(f'{v:.6f}' for v in np.ravel(X)[:8])).replace('-', 'm')"
+            ".replace('.', 'p'): X}")
+    path = submission(tmp_path, "keys", bodies={"gradients": body},
+                      notebook=VECTORIZED_NOTEBOOK, correct=VECTORIZED_CORRECT)
+    report = asyncio.run(grade_notebook(path, spec, 3, limits_for(spec)))
+    shown = " ".join(t.feedback for t in report.tests)
+    hidden = [c for c in make_cases(spec, reference_namespace(spec), 3) if not c.visible]
+    for case in hidden:
+        assert _digits(np.ravel(case.variables["X"])[:8])[0] not in shown, shown
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Central differences stand in for the calculus: sigmoid_prime, delta2 (of (sigmoid(z) - "
+    "y)^2 / 2) and the slope in delta1 taken numerically with h = 1e-5 are about 1e-10 off, "
+    "far inside rtol 1e-5, and score 22/22. Values cannot tell them apart from a formula (a "
+    "complex step is exact to the last digit, and float32 formulas must pass), so closing this "
+    "needs something other than values, e.g. a written derivation graded by hand."))
+def test_numerical_derivatives_do_not_earn_the_calculus_points(tmp_path, grade):
+    report = grade(submission(tmp_path, "numeric", complete=False, bodies={
+        "sigmoid_prime": "h = 1e-5\nreturn (sigmoid(z + h) - sigmoid(z - h)) / (2 * h)",
+        "delta2": ("h = 1e-5\nc = lambda t: (sigmoid(t) - y) ** 2 / 2\n"
+                   "return (c(z2 + h) - c(z2 - h)) / (2 * h)"),
+        "delta1": "h = 1e-5\nreturn delta2 * w2 * (sigmoid(z1 + h) - sigmoid(z1 - h)) / (2 * h)",
+        "update": "return w - learning_rate * grad"}))
+    assert report.score < report.max_score
