@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import inspect
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,12 +121,28 @@ def _ordinals(indices: Sequence[int]) -> str:
     return " and ".join(named)
 
 
+# The names of the types Python and numpy define. A notebook can make a class of any name, one
+# spelling out a hidden case's inputs say, so a type's name is quoted where inputs are hidden only
+# when it is one of these.
+_KNOWN_TYPES = frozenset(
+    v.__name__ for module in (builtins, types, np, np.exceptions, np.linalg)
+    for v in vars(module).values() if isinstance(v, type)) | {"unreadable"}
+
+
+def _type_name(name: str, visible: bool, otherwise: str, prefix: str = "") -> str:
+    """`prefix` and `name` (as the harness writes it: "dict", "tuple of str") when the case is
+    visible or every type it names is Python's or numpy's own; else `otherwise`."""
+    if visible or all(part in _KNOWN_TYPES for part in name.split(" of ")):
+        return prefix + name
+    return otherwise
+
+
 def call_verdict(function: str, call: Call, timeout_s: float, visible: bool = False
                  ) -> CaseVerdict:
     """Turn one call's outcome into a plain value or the reason there is none.
 
-    A student's own exception message is quoted for visible cases only: it could spell out a
-    hidden case's inputs.
+    A student's own exception message is quoted for visible cases only, and the name of a class
+    the notebook defined likewise: either could spell out a hidden case's inputs.
     """
     o = call.outcome
     match o:
@@ -138,8 +156,11 @@ def call_verdict(function: str, call: Call, timeout_s: float, visible: bool = Fa
         case Missing() if o.found is not None:
             return CaseVerdict(
                 TestStatus.MISSING,
-                f"By the end of the notebook, {function} is not a function but a value of type "
-                f"{o.found}: a cell after its definition assigned something else to the name.")
+                f"By the end of the notebook, {function} is not a function but a value of "
+                f"{_type_name(o.found, False, 'a type the notebook defines', 'type ')}: a cell "
+                "after "
+                "its definition, or a call of another function, assigned something else to "
+                "the name.")
         case Missing():
             return CaseVerdict(
                 TestStatus.MISSING,
@@ -163,8 +184,9 @@ def call_verdict(function: str, call: Call, timeout_s: float, visible: bool = Fa
             )
         case Raised():
             if not visible:
+                raised = _type_name(o.type, False, "an exception of a class the notebook defines")
                 return CaseVerdict(TestStatus.ERROR,
-                                   f"{function} raised {o.type} on a hidden case (messages are "
+                                   f"{function} raised {raised} on a hidden case (messages are "
                                    "shown for the worked examples only).")
             return CaseVerdict(TestStatus.ERROR, f"{function} raised {o.type}: {o.message}")
         case NoneValue():
@@ -175,12 +197,15 @@ def call_verdict(function: str, call: Call, timeout_s: float, visible: bool = Fa
             )
         case TooLarge():
             return CaseVerdict(
-                TestStatus.FAILED, f"{function} returned a {o.type} with {o.size} values, far "
-                "more than the inputs call for.")
+                TestStatus.FAILED, f"{function} returned a "
+                f"{_type_name(o.type, visible, 'value of a type the notebook defines')} with "
+                f"{o.size} values, far more than the inputs call for.")
         case Unsupported():
             return CaseVerdict(
                 TestStatus.FAILED,
-                f"{function} returned a {o.type}, not a number or a numpy array.",
+                f"{function} returned a "
+                f"{_type_name(o.type, visible, 'value of a type the notebook defines')}, not a "
+                "number or a numpy array.",
             )
     raise AssertionError(f"unhandled outcome {o!r}")
 
