@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -104,7 +105,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     observations = await observe(nb, plans, limits, km_factory, submission=path,
                                  then=second_calls)
     calls = observations.calls
-    tests = judge(applied, cases, calls, namespace, public=public)
+    # Off the event loop: judging one notebook (finite differences over every weight of a large
+    # network, say) must not hold up the deadlines of the kernels graded beside it.
+    tests = await asyncio.to_thread(judge, applied, cases, calls, namespace, public=public)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import types
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,13 +89,30 @@ def plain(value: Any) -> Plain:
     return np.asarray(value, dtype=np.float64)
 
 
-def describe(value: Plain) -> str:
-    """What kind of value this is, in words: its shape, or its keys."""
+def describe(value: Plain, known: Collection[str] | None = None) -> str:
+    """What kind of value this is, in words: its shape, or its keys.
+
+    A student's value names only the keys in `known` (the reference's) and counts the others: a
+    key is text the notebook chose, and on a hidden case it could spell out the inputs. None
+    names every key (a reference value, or a visible case).
+    """
     if isinstance(value, dict):
-        return f"a dict with keys {sorted(value)}"
+        if known is None:
+            return f"a dict with keys {sorted(value)}"
+        named = sorted(k for k in value if k in known)
+        others = len(value) - len(named)
+        plural = "s" if others != 1 else ""
+        if not named:
+            return f"a dict with {others} key{plural} of the notebook's own"
+        return f"a dict with keys {named}" + (f" and {others} other key{plural}" if others else "")
     if isinstance(value, list):
         return f"a sequence of {len(value)} values"
     return _shape_words(value.shape)
+
+
+def _keys(value: Plain) -> Collection[str]:
+    """The keys a student's value may be described by: those of the reference's value."""
+    return value.keys() if isinstance(value, dict) else ()
 
 
 def fmt(value: Any) -> str:
@@ -237,16 +254,16 @@ def compare(expected: Any, got: Plain, rtol: float, atol: float) -> tuple[bool, 
 
 def _compare_parts(exp: Plain, got: Plain, rtol: float, atol: float) -> tuple[bool, str, float]:
     if type(exp) is not type(got):
-        return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+        return False, f"expected {describe(exp)} but got {describe(got, _keys(exp))}", float("inf")
     if isinstance(exp, dict):
         assert isinstance(got, dict)
         if exp.keys() != got.keys():
-            return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+            return False, f"expected {describe(exp)} but got {describe(got, exp)}", float("inf")
         pairs = [(repr(k), exp[k], got[k]) for k in exp]
     else:
         assert isinstance(exp, list) and isinstance(got, list)
         if len(exp) != len(got):
-            return False, f"expected {describe(exp)} but got {describe(got)}", float("inf")
+            return False, f"expected {describe(exp)} but got {describe(got, ())}", float("inf")
         pairs = [(f"item {i}", e, g) for i, (e, g) in enumerate(zip(exp, got, strict=True))]
     worst = 0.0
     for name, e, g in pairs:
@@ -307,7 +324,8 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                 expected=fmt(expected), got=fmt(verdict.got)))
         if not ok:
             if reason.startswith("expected shape"):
-                reason = f"expected {describe(plain(expected))} but got {describe(verdict.got)}"
+                want = plain(expected)
+                reason = f"expected {describe(want)} but got {describe(verdict.got, _keys(want))}"
             elif visible:
                 reason = f"expected {fmt(expected)} but got {fmt(verdict.got)}"
             wrong.append(reason)
@@ -369,9 +387,9 @@ def _judging_failed(base: dict[str, Any], f: FunctionSpec, got: Plain, exc: Exce
     """The test's error when a spec expression raised on a student's value: the value is to
     blame (a check of well-formed values does not raise), never the grader."""
     return TestResult(**base, score=0, status=TestStatus.ERROR,
-                      feedback=f"Checking the value {f.name} returned ({describe(got)}) raised "
-                      f"{type(exc).__name__}: {str(exc)[:200]}. Check its form against the "
-                      "notebook's contract.")
+                      feedback=f"Checking the value {f.name} returned ({describe(got, ())}) "
+                      f"raised {type(exc).__name__}. Check its form against the notebook's "
+                      "contract.")
 
 
 def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, cases: list[Case],
@@ -399,9 +417,8 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
                 raise ValueError("a gradient has the shape of the variable it is taken against")
         except _DOES_NOT_FIT as exc:
             return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
-                              feedback=f"{f.name} returned {describe(got)}, which does "
-                              f"not fit the shape of its inputs ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}).")
+                              feedback=f"{f.name} returned {describe(got, ())}, which does "
+                              f"not fit the shape of its inputs ({type(exc).__name__}).")
         except Exception as exc:  # anything else the value makes the check raise
             return _judging_failed(base, f, got, exc)
         rel = relative_difference(analytic, numeric, spec.tolerance.fd_atol)
@@ -484,9 +501,9 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
         # The check could not even be carried out: say so, rather than what failing it means.
         return TestResult(
             **base, score=0, status=TestStatus.FAILED,
-            feedback=f"{f.name} returned {describe(values[0][1])}, which does not have the "
-            f"form the notebook asks for: using it raised {type(misfit).__name__}: "
-            f"{str(misfit)[:300]}. Check the shapes and keys against the notebook's contract.")
+            feedback=f"{f.name} returned {describe(values[0][1], ())}, which does not have the "
+            f"form the notebook asks for: using it raised {type(misfit).__name__}. Check the "
+            "shapes and keys against the notebook's contract.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
                       feedback=f"{explain} (failed on {failures} of {len(values)} cases)")
 
