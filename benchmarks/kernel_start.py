@@ -21,8 +21,8 @@ import time
 from dataclasses import replace
 
 from grader.files import remove_scratch, scratch_dir
-from grader.runner import Limits
-from grader.sandbox import Sandbox, choose_sandbox
+from grader.run.sandbox import Sandbox, choose_sandbox
+from grader.run.session import Limits
 
 
 def layer_sets() -> dict[str, Sandbox]:

@@ -12,13 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grader import __version__
-from grader.cases import fresh_seed
-from grader.exports import gradescope_results
 from grader.grade import grade_notebook, limits_for
-from grader.present import print_report
+from grader.judge.cases import fresh_seed
+from grader.outputs.exports import gradescope_results
+from grader.outputs.terminal import print_report
 from grader.report import Report
-from grader.runner import Limits
-from grader.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
+from grader.run.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
+from grader.run.session import Limits
 from grader.spec import AssignmentSpec, SpecError, find_spec
 
 EXIT_FULL, EXIT_PARTIAL, EXIT_UNGRADABLE = 0, 1, 2
@@ -257,8 +257,8 @@ def _seed(text: str) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from grader.batch import SourceError, grade_class
-    from grader.console import Verbosity
+    from grader.classrun.batch import SourceError, grade_class
+    from grader.outputs.progress import Verbosity
 
     spec = _spec_for(args)
     # grade_class chooses the sandbox, once for the class.

@@ -11,15 +11,15 @@ from typing import Any
 from nbformat import NotebookNode
 
 from grader import __version__
-from grader.cases import Case, call_args, make_cases
-from grader.judge import counterfactuals, judge
-from grader.notebook import UnreadableNotebook, load_notebook
-from grader.reference import evaluate, handout_namespace, reference_namespace
+from grader.judge.cases import Case, call_args, make_cases
+from grader.judge.reference import evaluate, handout_namespace, reference_namespace
+from grader.judge.verdicts import counterfactuals, judge
 from grader.report import Report
-from grader.runner import CallPlan, KernelManagerFactory, Limits, observe
-from grader.sandbox import choose_sandbox
+from grader.run.notebook import UnreadableNotebook, load_notebook
+from grader.run.sandbox import choose_sandbox
+from grader.run.session import CallPlan, KernelManagerFactory, Limits, observe
 from grader.spec import AssignmentSpec, ContrastCheck, FunctionSpec, SpecError, Timeouts
-from grader.values import Call
+from grader.wire import Call
 
 
 def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
@@ -95,7 +95,7 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
 
     def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
         # After every graded call, in the same kernel: a function wrong through a dependency
-        # that lost points is called again with a stand-in for it (see grader.judge).
+        # that lost points is called again with a stand-in for it (see grader.judge.verdicts).
         if public:
             return []
         return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[i])

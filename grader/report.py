@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grader.values import safe_strings
+from grader.wire import safe_strings
 
 SCHEMA_VERSION = 1
 
@@ -51,7 +51,7 @@ class _Model(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _safe_text(cls, data: Any) -> Any:
-        # Text from a kernel is made safe as it arrives (grader.runner); this catches what
+        # Text from a kernel is made safe as it arrives (grader.run.session); this catches what
         # comes from anywhere else, a cell's source in a notebook file or a file's name, so
         # that every report can be written.
         return safe_strings(data)

@@ -16,11 +16,11 @@ import nbformat
 import pytest
 
 from grader.authoring import build_student_notebook
-from grader.cases import make_cases
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
-from grader.judge import fmt
-from grader.reference import handout_namespace, reference_namespace
+from grader.judge.cases import make_cases
+from grader.judge.reference import handout_namespace, reference_namespace
+from grader.judge.verdicts import fmt
 from grader.report import Report, TestKind, TestStatus
 from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, load_spec
 from tests.notebooks import ROOT, grade_all

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.batch import (
+from grader.classrun.batch import (
     SourceError,
     extract_notebooks,
     find_submissions,
@@ -31,13 +31,13 @@ from grader.batch import (
     spec_hash,
     student_seed,
 )
+from grader.classrun.gradebook import Gradebook
 from grader.cli import main
-from grader.console import Verbosity, class_summary
-from grader.exports import feedback_html
 from grader.grade import limits_for
-from grader.gradebook import Gradebook
+from grader.outputs.exports import feedback_html
+from grader.outputs.progress import Verbosity, class_summary
 from grader.report import Report
-from grader.runner import Limits
+from grader.run.session import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import ROOT, submission
 from tests.test_cli import unsafe_text_notebook
@@ -316,11 +316,11 @@ def test_zip_size_caps_and_duplicates_are_refused(tmp_path, monkeypatch):
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.ipynb", "0" * 5000)
         zf.writestr("b.ipynb", "0" * 5000)
-    monkeypatch.setattr("grader.batch.ZIP_MAX_NOTEBOOK_BYTES", 4000)
+    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_NOTEBOOK_BYTES", 4000)
     with pytest.raises(SourceError, match="unpacks to"):
         extract_notebooks(archive, tmp_path)
-    monkeypatch.setattr("grader.batch.ZIP_MAX_NOTEBOOK_BYTES", 10_000)
-    monkeypatch.setattr("grader.batch.ZIP_MAX_TOTAL_BYTES", 8000)
+    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_NOTEBOOK_BYTES", 10_000)
+    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_TOTAL_BYTES", 8000)
     with pytest.raises(SourceError, match="more than"):
         extract_notebooks(archive, tmp_path / "x")
 
@@ -506,7 +506,7 @@ def test_what_fails_while_recording_one_student_is_that_students_failure(
         return page(report, title)
 
     monkeypatch.setattr(Gradebook, "record", record_all_but_bob)
-    monkeypatch.setattr("grader.batch.feedback_html", page_for_all_but_cy)
+    monkeypatch.setattr("grader.classrun.batch.feedback_html", page_for_all_but_cy)
     monkeypatch.setenv("COLUMNS", "1000")  # one warning a line
     command = ["grade", str(source), "--out", str(out), "--assignment",
                "derivative_calculation", "-q"]
@@ -561,7 +561,7 @@ def test_a_report_is_graded_again_when_anything_that_could_change_it_changes(
     assert graded_again(sandbox="bwrap")
     assert not graded_again(sandbox="bwrap")
     versions = json.loads(grading_settings(Limits(), "bwrap"))["versions"]
-    monkeypatch.setattr("grader.batch._library_versions",
+    monkeypatch.setattr("grader.classrun.batch._library_versions",
                         lambda: {**versions, "numpy": "0.0.1"})
     assert graded_again(sandbox="bwrap", memory_bytes=1 << 30)
     assert not graded_again(sandbox="bwrap", memory_bytes=1 << 30)

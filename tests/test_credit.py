@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grader.cases import call_args, make_cases
-from grader.judge import counterfactuals, judge
-from grader.reference import reference_namespace
+from grader.judge.cases import call_args, make_cases
+from grader.judge.reference import reference_namespace
+from grader.judge.verdicts import counterfactuals, judge
 from grader.report import Report, TestKind, TestStatus
-from grader.values import Array, Call, Number, StandInCall, changed_arguments
+from grader.wire import Array, Call, Number, StandInCall, changed_arguments
 from tests.notebooks import grade_all, submission
 
 CORRECT_SIGMOID_PRIME = "s = sigmoid(z)\nreturn s * (1 - s)"
@@ -320,7 +320,7 @@ def test_the_grader_decides_which_arguments_changed():
     assert changed_arguments([w, 0.1, 0.2], [_number_or_array(w - 0.1), None, None]) == [0]
     assert changed_arguments([w, 0.1, 0.2], []) == [0]  # not sent back: changed
     assert changed_arguments([w], [_number_or_array(w.reshape(2, 1))]) == [0]
-    from grader.values import DictValue
+    from grader.wire import DictValue
 
     back = DictValue(kind="dict", type="dict", entries={
         "W": _number_or_array(params["W"]), "n": _number_or_array(3.0)})

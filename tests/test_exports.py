@@ -10,10 +10,10 @@ import jsonschema
 import numpy as np
 import pytest
 
-from grader.cases import make_cases
 from grader.cli import main
-from grader.exports import feedback_html, gradescope_results
-from grader.reference import reference_namespace
+from grader.judge.cases import make_cases
+from grader.judge.reference import reference_namespace
+from grader.outputs.exports import feedback_html, gradescope_results
 from grader.report import TestStatus, Visibility
 from tests.notebooks import submission
 

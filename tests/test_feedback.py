@@ -8,9 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from grader.cases import make_cases
 from grader.cli import main
-from grader.reference import evaluate, handout_namespace, reference_namespace
+from grader.judge.cases import make_cases
+from grader.judge.reference import evaluate, handout_namespace, reference_namespace
 from grader.report import Report, TestStatus
 from tests.notebooks import ROOT, submission
 

@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grader.batch import grade_class, student_seed
-from grader.cases import Case, call_args, fresh_seed, keyed_seed, make_cases
+from grader.classrun.batch import grade_class, student_seed
+from grader.classrun.gradebook import SECRET_BYTES, Gradebook
 from grader.cli import main
-from grader.console import Verbosity
-from grader.exports import feedback_html, gradescope_results
 from grader.grade import limits_for
-from grader.gradebook import SECRET_BYTES, Gradebook
-from grader.present import plain_text, print_report
-from grader.reference import handout_namespace, reference_namespace
+from grader.judge.cases import Case, call_args, fresh_seed, keyed_seed, make_cases
+from grader.judge.reference import handout_namespace, reference_namespace
+from grader.outputs.exports import feedback_html, gradescope_results
+from grader.outputs.progress import Verbosity
+from grader.outputs.terminal import plain_text, print_report
 from grader.report import Report, Visibility
 from grader.spec import AssignmentSpec
 from tests.notebooks import submission

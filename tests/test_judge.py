@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from grader.cases import call_args, make_cases
-from grader.judge import compare, judge, relative_difference
-from grader.reference import gradient as numerical_gradient
-from grader.reference import reference_namespace
+from grader.judge.cases import call_args, make_cases
+from grader.judge.reference import gradient as numerical_gradient
+from grader.judge.reference import reference_namespace
+from grader.judge.verdicts import compare, judge, relative_difference
 from grader.report import TestStatus
 from grader.spec import GradientCheck, PropertyCheck
-from grader.values import Array, Call, CallMessage, Number, as_array
+from grader.wire import Array, Call, CallMessage, Number, as_array
 
 
 def wire(value) -> Call:

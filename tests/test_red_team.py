@@ -10,13 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from grader.cases import make_cases
 from grader.grade import grade_notebook, limits_for
-from grader.judge import contrast_test
-from grader.reference import reference_namespace
+from grader.judge.cases import make_cases
+from grader.judge.reference import reference_namespace
+from grader.judge.verdicts import contrast_test
 from grader.report import Report, TestStatus
 from grader.spec import find_spec
-from grader.values import Array, Call, DictValue, Number, SequenceValue
+from grader.wire import Array, Call, DictValue, Number, SequenceValue
 from tests.notebooks import submission
 from tests.test_training import CORRECT as TRAINING_CORRECT
 from tests.test_vectorized import CORRECT as VECTORIZED_CORRECT

@@ -23,15 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from grader import cgroups, files
-from grader.batch import grade_class
+from grader import files
+from grader.classrun.batch import grade_class
 from grader.cli import main
-from grader.confinement import syscall_numbers
 from grader.files import remove_scratch, remove_tree, scratch_dir, sweep_scratch
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report
-from grader.runner import Limits
-from grader.sandbox import choose_sandbox, sweep_leftovers
+from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
+from grader.run.sandbox.confinement import syscall_numbers
+from grader.run.session import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import CORRECT, ROOT, submission
 

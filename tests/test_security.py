@@ -25,12 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from grader import cgroups
-from grader import sandbox as sandbox_module
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
-from grader.sandbox import SandboxUnavailable, choose_sandbox
+from grader.run import sandbox as sandbox_module
+from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox
 from grader.spec import AssignmentSpec
 from tests.notebooks import ROOT, SOLUTION, submission
 

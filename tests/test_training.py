@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grader.cases import code, make_cases
-from grader.reference import reference_namespace
+from grader.judge.cases import code, make_cases
+from grader.judge.reference import reference_namespace
 from grader.report import Report, TestStatus
-from grader.runner import _literal
+from grader.run.session import _literal
 from grader.spec import find_spec
 from tests.notebooks import ROOT, grade_all, only_loses, submission
 

@@ -11,9 +11,9 @@ import pytest
 from pydantic import ValidationError
 
 from grader.report import Report, TestKind, TestStatus
-from grader.runner import _literal
+from grader.run.session import _literal
 from grader.spec import find_spec
-from grader.values import CallMessage, as_plain
+from grader.wire import CallMessage, as_plain
 from tests.notebooks import ROOT, grade_all, only_loses, submission
 
 SPEC = find_spec("vectorized_backprop")

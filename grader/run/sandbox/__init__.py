@@ -6,7 +6,7 @@ Two confining sandboxes, strongest first, and `none` for trusted notebooks:
   gives the kernel its own network, PID, IPC and UTS namespaces and a filesystem made of the
   system folders and the interpreter's prefixes (read-only), a private home and temp folder,
   and the folder of its IPC sockets. Inside, the kernel applies Landlock (where the machine
-  offers it) and the seccomp filter to itself (grader/kernel_launcher.py).
+  offers it) and the seccomp filter to itself (grader/run/sandbox/launcher.py).
 - ``landlock``: no namespaces (for machines without user namespaces, such as an unprivileged
   container): the kernel sees the machine's filesystem, and Landlock lets it read only the
   system folders and the interpreter's prefixes and write only its private folders; the seccomp
@@ -16,7 +16,7 @@ Two confining sandboxes, strongest first, and `none` for trusted notebooks:
 As root, both confining sandboxes run the kernel under a fresh uid without capabilities, which
 is also what makes RLIMIT_NPROC count only its own processes (the landlock sandbox keeps uid 0,
 without any capability, only where another uid cannot run this interpreter). Every mode applies
-the same rlimits (through prlimit), cgroups where the machine allows them (grader/cgroups.py)
+the same rlimits (through prlimit), cgroups where the machine allows them (cgroups.py)
 and a scrubbed environment, and every kernel is interrupted with a message on its control
 channel, because a signal sent to a wrapper process would not reach it.
 Nothing is chosen silently: `auto` takes the strongest sandbox that works here and stops with
@@ -42,14 +42,6 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Dict, Integer, List, Unicode
 
-from grader import cgroups
-from grader.confinement import (
-    LAUNCHER_SOURCE,
-    landlock_abi,
-    landlock_ruleset,
-    seccomp_filter,
-    syscall_numbers,
-)
 from grader.files import (
     MARKER,
     kernel_marker,
@@ -58,7 +50,15 @@ from grader.files import (
     scratch_dir,
     sweep_scratch,
 )
-from grader.runner import GraderKernelManager, KernelManagerFactory, Limits
+from grader.run.sandbox import cgroups
+from grader.run.sandbox.confinement import (
+    LAUNCHER_SOURCE,
+    landlock_abi,
+    landlock_ruleset,
+    seccomp_filter,
+    syscall_numbers,
+)
+from grader.run.session import GraderKernelManager, KernelManagerFactory, Limits
 
 SANDBOXES = ("auto", "bwrap", "landlock", "none")
 HOME, TMP = "/home/student", "/var/tmp"  # inside bubblewrap

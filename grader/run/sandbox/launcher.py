@@ -5,7 +5,7 @@ and what it applies holds for every process the kernel starts: a Landlock rulese
 kernel may read and write; no TCP; no signal or abstract socket outside itself) and a seccomp
 filter (no keyrings, namespaces, mounts, ...). It is passed as source text and imports only the
 standard library, so nothing of the grader needs to be readable in there. The grader builds
-what it installs (grader/confinement.py).
+what it installs (grader/run/sandbox/confinement.py).
 
     python -c SOURCE CONFIG -m ipykernel_launcher -f CONNECTION_FILE
     python -c SOURCE CONFIG -c CODE        (the grader's probe of a sandbox)

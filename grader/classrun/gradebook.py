@@ -7,7 +7,7 @@ settings: limits, sandbox, mode and library versions): a later run reuses it onl
 them still match.
 
 The file also holds the class's secret, made once with the gradebook: every student's seed is
-derived from it (grader.cases.keyed_seed), so the graded cases cannot be computed without this
+derived from it (grader.judge.cases.keyed_seed), so the graded cases cannot be computed without this
 file. It is the instructor's record: never hand it out. A re-run with the same gradebook draws
 the same cases; a new gradebook draws new ones (and grades everything again).
 """

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from grader.cases import Case, Code
-from grader.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
-from grader.reference import evaluate, gradient
+from grader.judge.cases import Case, Code
+from grader.judge.diagnose import UNRECOGNISED, gradient_relation, matching_mistakes
+from grader.judge.reference import evaluate, gradient
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import (
     AssignmentSpec,
@@ -26,7 +26,7 @@ from grader.spec import (
     PropertyCheck,
     within,
 )
-from grader.values import (
+from grader.wire import (
     Array,
     Call,
     DictValue,

@@ -1,7 +1,7 @@
 """The layers a kernel applies to its own process: a Landlock ruleset and a seccomp filter.
 
 Both are built here, in the grader, as plain data (paths with access rights; a BPF program);
-kernel_launcher.py, the kernel's `python -c`, only installs them before ipykernel starts. No
+launcher.py, the kernel's `python -c`, only installs them before ipykernel starts. No
 kernel, no files: what this module returns is decided from the machine's architecture and the
 Landlock ABI its kernel offers.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-LAUNCHER_SOURCE = (Path(__file__).parent / "kernel_launcher.py").read_text()
+LAUNCHER_SOURCE = (Path(__file__).parent / "launcher.py").read_text()
 
 # --- Landlock ---------------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ def all_fs_rights(abi: int) -> int:
 
 def landlock_ruleset(abi: int, read: Sequence[str], write: Sequence[str],
                      sockets: Sequence[str], devices: Sequence[str]) -> dict[str, Any]:
-    """The ruleset for kernel_launcher: `read` and `write` beneath those folders, `sockets` in
+    """The ruleset for the launcher: `read` and `write` beneath those folders, `sockets` in
     the IPC folder, `devices` for those device files; everything else denied, TCP bind and
     connect too (ABI 4+), and signals and abstract sockets outside the kernel (ABI 6+)."""
     handled = all_fs_rights(abi)

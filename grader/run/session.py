@@ -1,6 +1,6 @@
 """Run a submission in a fresh kernel and observe its functions: the imperative shell.
 
-Student cells run through nbclient. Then the harness (kernel_harness.py) calls each student
+Student cells run through nbclient. Then the harness (harness.py) calls each student
 function on the cases; its outcomes come back as JSON on a display channel keyed by a nonce
 that is drawn after the student's cells have run. Everything else the kernel says is ignored.
 """
@@ -26,10 +26,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from pydantic import ValidationError
 
-from grader.cases import Code
 from grader.files import remove_scratch, scratch_dir
+from grader.judge.cases import Code
 from grader.report import CellProblem
-from grader.values import (
+from grader.wire import (
     MAX_ENTRIES,
     MAX_ITEMS,
     MAX_STAND_IN_CALLS,
@@ -43,7 +43,7 @@ from grader.values import (
     safe_strings,
 )
 
-HARNESS_SOURCE = (Path(__file__).parent / "kernel_harness.py").read_text()
+HARNESS_SOURCE = (Path(__file__).parent / "harness.py").read_text()
 # Runs before the student's first cell. ipykernel sends one print as one iopub message, which
 # the grader must decode whole before its output cap can drop it; writes cut into pieces keep
 # every message small, so an accidental 50 MB print costs the grader no memory. (A notebook can
@@ -95,7 +95,7 @@ class Limits:
     restarts: int = 1
     max_items: int = MAX_ITEMS
     max_text: int = 500
-    # Where the kernel runs: auto, bwrap, landlock or none (grader/sandbox.py).
+    # Where the kernel runs: auto, bwrap, landlock or none (grader/run/sandbox).
     sandbox: str = "auto"
     # Resource limits of the kernel process (rlimits), and the size of its private folders.
     memory_bytes: int = 2 << 30
@@ -601,7 +601,7 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
     """Run the notebook's code cells, then carry out each call plan in order.
 
     A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
-    the cells that ran. `km_factory` makes each kernel's manager: grader.sandbox chooses one
+    the cells that ran. `km_factory` makes each kernel's manager: grader.run.sandbox chooses one
     with the limits and confinement the machine allows. `then`, given the outcomes of every
     plan, returns more plans to carry out in the same kernel after them.
     """

@@ -32,19 +32,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
+import grader
 from grader import __version__
-from grader.cases import keyed_seed
-from grader.console import ClassConsole, Verbosity
-from grader.exports import feedback_html, gradescope_results, write_summary_png
+from grader.classrun.gradebook import Gradebook, GradebookError, GradingKey, utc_now
 from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
 from grader.grade import grade_notebook
-from grader.gradebook import Gradebook, GradebookError, GradingKey, utc_now
-from grader.reference import reference_namespace
+from grader.judge.cases import keyed_seed
+from grader.judge.reference import reference_namespace
+from grader.outputs.exports import feedback_html, gradescope_results, write_summary_png
+from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
-from grader.runner import KernelManagerFactory, Limits
-from grader.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
+from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
+from grader.run.session import KernelManagerFactory, Limits
 from grader.spec import AssignmentSpec, SpecError
-from grader.values import safe_text
+from grader.wire import safe_text
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
 ZIP_MAX_MEMBERS = 20_000
@@ -202,11 +203,13 @@ def spec_hash(spec: AssignmentSpec) -> str:
 
 @functools.cache
 def grader_build() -> str:
-    """The grader version plus a digest of its code: a fix without a version bump regrades too."""
+    """The grader version plus a digest of all its code, every module of every sub-package: a
+    fix without a version bump regrades too."""
     digest = hashlib.sha256()
-    package = Path(__file__).parent
-    for path in sorted(package.glob("*.py")):
-        digest.update(f"{path.name}\0".encode() + path.read_bytes() + b"\0")
+    package = Path(grader.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        name = path.relative_to(package).as_posix()
+        digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
     return f"{__version__}+{digest.hexdigest()[:16]}"
 
 

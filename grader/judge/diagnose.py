@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from grader.cases import Case
-from grader.reference import evaluate
+from grader.judge.cases import Case
+from grader.judge.reference import evaluate
 from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, Tolerance
-from grader.values import Array, Call, DictValue, NoneValue, Number, Raised, as_array, as_plain
+from grader.wire import Array, Call, DictValue, NoneValue, Number, Raised, as_array, as_plain
 
 UNRECOGNISED = ("This answer matches none of the mistakes the grader knows about; compare each "
                 "factor of your formula with the derivation in the notebook.")
