@@ -46,15 +46,12 @@ def _key(function: str, args: Sequence[Any]) -> str:
 
 
 def _calls(spec: AssignmentSpec, cases: Sequence[Case]) -> dict[str, tuple[str, list[Any]]]:
-    """Every call the harness makes on these cases: the graded functions and their probes."""
+    """Every call the harness makes on these cases in a self-check: the graded functions."""
     calls = {}
     for case in cases:
         for f in spec.functions:
             args = call_args(spec, f.name, case)
             calls[_key(f.name, args)] = (f.name, args)
-            for p in f.probes:
-                args = [case.variables[a] for a in p.args]
-                calls[_key(p.function, args)] = (p.function, args)
     return calls
 
 
