@@ -14,7 +14,7 @@ from pathlib import Path
 from grader import __version__
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import fresh_seed
-from grader.outputs.exports import gradescope_results
+from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
 from grader.run.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox

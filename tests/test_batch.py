@@ -34,8 +34,9 @@ from grader.classrun.batch import (
 from grader.classrun.gradebook import Gradebook
 from grader.cli import main
 from grader.grade import limits_for
-from grader.outputs.exports import feedback_html
-from grader.outputs.progress import Verbosity, class_summary
+from grader.outputs.html import feedback_html
+from grader.outputs.progress import Verbosity
+from grader.outputs.summary import class_summary
 from grader.report import Report
 from grader.run.session import Limits
 from grader.spec import AssignmentSpec, find_spec

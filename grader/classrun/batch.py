@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import fcntl
 import functools
 import hashlib
 import importlib.metadata
-import io
 import json
 import os
 import platform
@@ -39,7 +37,10 @@ from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
 from grader.grade import grade_notebook
 from grader.judge.cases import keyed_seed
 from grader.judge.reference import reference_namespace
-from grader.outputs.exports import feedback_html, gradescope_results, write_summary_png
+from grader.outputs.csv import grades_csv
+from grader.outputs.gradescope import gradescope_results
+from grader.outputs.html import feedback_html
+from grader.outputs.plot import write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
 from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
@@ -257,26 +258,6 @@ def _remove_partial_files(out: Path) -> None:
     """Temporary files a killed run left behind; the finished files beside them are intact."""
     for leftover in out.rglob(f".*{PARTIAL}*"):
         leftover.unlink(missing_ok=True)
-
-
-def _cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run: an id like `=HYPERLINK(...)` is a formula there."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
-    """One row per student: a column per function, then total, max and status."""
-    functions = [f.name for f in spec.functions]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["student", *functions, "score", "max_score", "status"])
-    for student, report in sorted(reports.items()):
-        scores = report.function_scores()
-        # An id is a file name, which need not be valid UTF-8.
-        writer.writerow([_cell(safe_text(student)),
-                         *(f"{scores.get(f, (0.0, 0.0))[0]:g}" for f in functions),
-                         f"{report.score:g}", f"{report.max_score:g}", report.status])
-    return out.getvalue()
 
 
 def write_student_outputs(out: Path, student: str, report: Report, spec: AssignmentSpec,
