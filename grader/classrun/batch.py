@@ -32,7 +32,8 @@ from pathlib import Path, PurePosixPath
 
 import grader
 from grader import __version__
-from grader.classrun.gradebook import Gradebook, GradebookError, GradingKey, utc_now
+from grader.classrun.gradebook import Gradebook, GradingKey, utc_now
+from grader.errors import GraderError
 from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
 from grader.grade import grade_notebook
 from grader.judge.cases import keyed_seed
@@ -43,9 +44,9 @@ from grader.outputs.html import feedback_html
 from grader.outputs.plot import write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
-from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
+from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory, Limits
-from grader.spec import AssignmentSpec, SpecError
+from grader.spec import AssignmentSpec
 from grader.wire import safe_text
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
@@ -55,7 +56,7 @@ ZIP_MAX_TOTAL_BYTES = 4 * 2**30
 
 
 
-class SourceError(Exception):
+class SourceError(GraderError):
     """The class folder or archive cannot be read as submissions."""
 
 
@@ -412,12 +413,13 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     Kernels start in the sandbox `limits.sandbox` chooses; a caller that brings its own
     `km_factory` names its sandbox in `sandbox`.
 
-    Raises SourceError for an unusable source, output folder, reference or sandbox.
+    Raises SourceError for an unusable source or output folder, SpecError for a broken spec or
+    reference, SandboxUnavailable and GradebookError: each a GraderError.
     """
+    reference_namespace(spec)  # a broken reference would fail every student: stop now
     try:
-        reference_namespace(spec)  # a broken reference would fail every student: stop now
         spec_key = spec_hash(spec)
-    except (SpecError, OSError) as exc:
+    except OSError as exc:
         raise SourceError(str(exc)) from None
     book_path = gradebook or out / "gradebook.sqlite"
     # What the kernels must not be able to read: the course's files, the submissions, OUT.
@@ -426,10 +428,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     if km_factory is None:
         # Chosen before any stored report is reused: the sandbox a report was graded in is part
         # of what it was computed from.
-        try:
-            box = choose_sandbox(limits.sandbox, hide=hidden)
-        except SandboxUnavailable as exc:
-            raise SourceError(str(exc)) from None
+        box = choose_sandbox(limits.sandbox, hide=hidden)
         km_factory, sandbox, fair_shares = box.factory(limits), box.name, box.fair_shares
     run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox,
                    fair_shares=fair_shares)
@@ -445,22 +444,12 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             raise SourceError(f"cannot create {out}: {exc}") from None
         with _exclusive(out):
             _remove_partial_files(out)
-            with _open_gradebook(book_path) as book:
+            with Gradebook(book_path) as book:
                 _grade_submissions(run, spec_key, submissions, book, force, verbosity, out,
                                    gradescope)
     # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
     # its report is not kept, and the exit status says that a re-run is due.
     return 1 if run.failures else 0
-
-
-@contextlib.contextmanager
-def _open_gradebook(path: Path) -> Iterator[Gradebook]:
-    try:
-        book = Gradebook(path)
-    except GradebookError as exc:
-        raise SourceError(str(exc)) from None
-    with book:
-        yield book
 
 
 def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Submission],
