@@ -142,8 +142,8 @@ def test_every_grader_error_has_one_root_that_imports_nothing_of_the_grader():
 
     import grader.errors
     from grader.authoring import AuthoringError
-    from grader.classrun.batch import SourceError
     from grader.classrun.gradebook import GradebookError
+    from grader.classrun.sources import SourceError
     from grader.run.notebook import UnreadableNotebook
     from grader.run.sandbox import SandboxUnavailable
     from grader.spec import SpecError

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grader.classrun.batch import grade_class, student_seed
+from grader.classrun.batch import grade_class
 from grader.classrun.gradebook import SECRET_BYTES, Gradebook
+from grader.classrun.keys import student_seed
 from grader.cli import main
 from grader.grade import limits_for
 from grader.judge.cases import Case, call_args, fresh_seed, keyed_seed, make_cases
