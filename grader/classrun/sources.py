@@ -38,6 +38,7 @@ class Submission:
 
     @property
     def notebook(self) -> Path | None:
+        """The one notebook, or None when the id maps to none or to several."""
         return self.files[0] if len(self.files) == 1 else None
 
     def content_hash(self) -> str:

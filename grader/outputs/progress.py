@@ -26,6 +26,9 @@ from grader.spec import AssignmentSpec
 
 
 class Verbosity(IntEnum):
+    """How much a class run prints: nothing but warnings, a bar and the summary, or a line per
+    submission too."""
+
     QUIET = 0
     NORMAL = 1
     VERBOSE = 2
