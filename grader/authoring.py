@@ -24,6 +24,7 @@ from pathlib import Path
 
 import nbformat
 
+from grader.errors import GraderError
 from grader.spec import AssignmentSpec, SpecError, load_spec
 
 STUB = "raise NotImplementedError()"
@@ -42,12 +43,16 @@ _END = re.compile(r"[ \t]*# END SOLUTION[ \t]*")
 _MARKER_LIKE = re.compile(r"#\s*(BEGIN|END)[\s_-]*SOLUTION", re.IGNORECASE)
 
 
-class AuthoringError(Exception):
+class AuthoringError(GraderError):
     """A mistake in a solution notebook or its spec; each problem names the file and cell."""
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+    def __reduce__(self) -> tuple[type[AuthoringError], tuple[list[str]]]:
+        # Rebuilt from the problems, not the joined message, when it crosses processes.
+        return type(self), (self.problems,)
 
 
 @dataclass(frozen=True)

@@ -12,21 +12,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from grader import __version__
+from grader.errors import (
+    EXIT_FULL,
+    EXIT_INTERRUPTED,
+    EXIT_PARTIAL,
+    EXIT_UNGRADABLE,
+    GraderError,
+    UsageError,
+)
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import fresh_seed
-from grader.outputs.exports import gradescope_results
+from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
 from grader.run.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
 from grader.run.session import Limits
-from grader.spec import AssignmentSpec, SpecError, find_spec
-
-EXIT_FULL, EXIT_PARTIAL, EXIT_UNGRADABLE = 0, 1, 2
-EXIT_INTERRUPTED = 130  # the shell's convention for a run stopped by Ctrl-C
-
-
-class UsageError(Exception):
-    """Bad arguments or an unusable source: exit status 2."""
+from grader.spec import AssignmentSpec, find_spec
 
 
 def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None:
@@ -146,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gradescope: also write OUT/gradescope/<student>.json, Gradescope's "
                             "results.json (OUT/<student>.json, .html, grades.csv and "
                             "summary.png are always written)")
-    grade.set_defaults(run=_cmd_grade)
+    # Every report judged so far is committed; the same command finishes the rest.
+    grade.set_defaults(run=_cmd_grade,
+                       interrupted="interrupted; run the same command again to grade the rest")
 
     assign = sub.add_parser(
         "assign", help="write student notebooks from solution notebooks",
@@ -177,10 +180,7 @@ def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> Assignm
         name = _assignment_in_metadata(notebook)
     if name is None:
         raise UsageError("--assignment is required (the notebook does not name its assignment)")
-    try:
-        return find_spec(name, args.course)
-    except SpecError as exc:
-        raise UsageError(str(exc)) from None
+    return find_spec(name, args.course)
 
 
 def _assignment_in_metadata(notebook: Path) -> str | None:
@@ -202,13 +202,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
                                             public=args.public))
-    except SpecError as exc:
-        raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except GraderError:
+        raise  # already says what went wrong
     except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
-        raise UsageError(f"could not grade {args.notebook}: {type(exc).__name__}: {exc}"
-                         ) from exc
+        raise GraderError(f"could not grade {args.notebook}: {type(exc).__name__}: {exc}"
+                          ) from exc
     if args.format == "json":
         print(report.model_dump_json(indent=2))
     elif args.format == "gradescope":
@@ -257,7 +255,7 @@ def _seed(text: str) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
-    from grader.classrun.batch import SourceError, grade_class
+    from grader.classrun.batch import grade_class
     from grader.outputs.progress import Verbosity
 
     spec = _spec_for(args)
@@ -265,17 +263,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     limits = _limits(args, spec, choose=False)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
-    try:
-        return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
-                           gradebook=args.gradebook, verbosity=verbosity,
-                           gradescope=args.format == "gradescope")
-    except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        # Every report judged so far is committed; the same command finishes the rest.
-        print("grader: interrupted; run the same command again to grade the rest",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
+                       gradebook=args.gradebook, verbosity=verbosity,
+                       gradescope=args.format == "gradescope")
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:
@@ -321,13 +311,18 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the only place where an exception becomes an exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except UsageError as exc:
+    except GraderError as exc:
         print(f"grader: error: {exc}", file=sys.stderr)
-        return EXIT_UNGRADABLE
+        return exc.exit_status
+    except KeyboardInterrupt:
+        if hint := getattr(args, "interrupted", None):
+            print(f"grader: {hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`grader check NB | head`): silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -21,12 +21,14 @@ from pydantic import (
     model_validator,
 )
 
+from grader.errors import GraderError
+
 # A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
 # stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.
 SpecValue = int | float | list[float] | list[list[float]]
 
 
-class SpecError(Exception):
+class SpecError(GraderError):
     """An assignment spec that cannot be found or does not validate."""
 
 

@@ -21,21 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from grader.classrun.batch import (
-    SourceError,
-    extract_notebooks,
-    find_submissions,
-    grade_class,
-    grader_build,
-    grading_settings,
-    spec_hash,
-    student_seed,
-)
+from grader.classrun.batch import grade_class
 from grader.classrun.gradebook import Gradebook
+from grader.classrun.keys import grader_build, grading_settings, spec_hash, student_seed
+from grader.classrun.sources import SourceError, extract_notebooks, find_submissions
 from grader.cli import main
 from grader.grade import limits_for
-from grader.outputs.exports import feedback_html
-from grader.outputs.progress import Verbosity, class_summary
+from grader.outputs.html import feedback_html
+from grader.outputs.progress import Verbosity
+from grader.outputs.summary import class_summary
 from grader.report import Report
 from grader.run.session import Limits
 from grader.spec import AssignmentSpec, find_spec
@@ -316,11 +310,11 @@ def test_zip_size_caps_and_duplicates_are_refused(tmp_path, monkeypatch):
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("a.ipynb", "0" * 5000)
         zf.writestr("b.ipynb", "0" * 5000)
-    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_NOTEBOOK_BYTES", 4000)
+    monkeypatch.setattr("grader.classrun.sources.ZIP_MAX_NOTEBOOK_BYTES", 4000)
     with pytest.raises(SourceError, match="unpacks to"):
         extract_notebooks(archive, tmp_path)
-    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_NOTEBOOK_BYTES", 10_000)
-    monkeypatch.setattr("grader.classrun.batch.ZIP_MAX_TOTAL_BYTES", 8000)
+    monkeypatch.setattr("grader.classrun.sources.ZIP_MAX_NOTEBOOK_BYTES", 10_000)
+    monkeypatch.setattr("grader.classrun.sources.ZIP_MAX_TOTAL_BYTES", 8000)
     with pytest.raises(SourceError, match="more than"):
         extract_notebooks(archive, tmp_path / "x")
 
@@ -561,7 +555,7 @@ def test_a_report_is_graded_again_when_anything_that_could_change_it_changes(
     assert graded_again(sandbox="bwrap")
     assert not graded_again(sandbox="bwrap")
     versions = json.loads(grading_settings(Limits(), "bwrap"))["versions"]
-    monkeypatch.setattr("grader.classrun.batch._library_versions",
+    monkeypatch.setattr("grader.classrun.keys._library_versions",
                         lambda: {**versions, "numpy": "0.0.1"})
     assert graded_again(sandbox="bwrap", memory_bytes=1 << 30)
     assert not graded_again(sandbox="bwrap", memory_bytes=1 << 30)

@@ -134,3 +134,30 @@ def test_check_reports_a_notebook_that_sends_lone_surrogates(tmp_path, capsys):
     assert not [text for text in _strings(json.loads(out)) if "\ud800" in text or "\x1b" in text]
     assert main(["check", str(path)]) == 1  # and as a table
     assert "lone \ufffd" in capsys.readouterr().out
+
+
+def test_every_grader_error_has_one_root_that_imports_nothing_of_the_grader():
+    import ast
+    import pickle
+
+    import grader.errors
+    from grader.authoring import AuthoringError
+    from grader.classrun.gradebook import GradebookError
+    from grader.classrun.sources import SourceError
+    from grader.run.notebook import UnreadableNotebook
+    from grader.run.sandbox import SandboxUnavailable
+    from grader.spec import SpecError
+
+    tree = ast.parse(Path(grader.errors.__file__).read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [name for name in imported if name.split(".")[0] == "grader"]
+    for error in (grader.errors.UsageError("u"), SpecError("s"), SourceError("o"),
+                  SandboxUnavailable("b"), UnreadableNotebook("n"), GradebookError("g"),
+                  AuthoringError(["a", "b"])):
+        assert isinstance(error, grader.errors.GraderError)
+        assert error.exit_status == 2
+        # Results may cross processes: each error comes back the same.
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+    assert pickle.loads(pickle.dumps(AuthoringError(["a", "b"]))).problems == ["a", "b"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import io
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,8 +16,13 @@ import pytest
 from grader.cli import main
 from grader.judge.cases import make_cases
 from grader.judge.reference import reference_namespace
-from grader.outputs.exports import feedback_html, gradescope_results
-from grader.report import TestStatus, Visibility
+from grader.outputs.gradescope import gradescope_results
+from grader.outputs.html import feedback_html
+from grader.outputs.plot import summary_png
+from grader.outputs.progress import ClassConsole, Verbosity
+from grader.outputs.terminal import plain_text, print_report
+from grader.outputs.wording import header_lines
+from grader.report import PUBLIC_MODE_NOTE, Report, TestKind, TestResult, TestStatus, Visibility
 from tests.notebooks import submission
 
 GRADESCOPE_SCHEMA = json.loads(
@@ -141,3 +149,68 @@ def test_schema_command_describes_mistakes_and_the_mode(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert "mode" in schema["properties"]
     assert "mistake" in schema["$defs"]["TestResult"]["properties"]
+
+
+def _report(spec, student: str, failing: tuple[str, ...] = (), **fields) -> Report:
+    """A report made by hand: full marks on every function but the failing ones."""
+    if fields.get("status") == "invalid":
+        tests = []
+    else:
+        tests = [TestResult(name=f"{f.name}: hidden cases", function=f.name,
+                            kind=TestKind.REFERENCE, max_score=f.max_score,
+                            score=0 if f.name in failing else f.max_score,
+                            status=TestStatus.FAILED if f.name in failing else TestStatus.PASSED,
+                            visibility=Visibility.HIDDEN, feedback="")
+                 for f in spec.functions]
+    return Report(**{"status": "graded", **fields}, assignment=spec.name,
+                  submission=f"{student}.ipynb", score=sum(t.score for t in tests),
+                  max_score=spec.max_score, seed=1, grader_version="test", duration_s=1,
+                  tests=tests)
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, so that print_report draws its rich tables."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_every_renderer_shows_the_header_in_one_order(spec):
+    report = _report(spec, "ada", status="invalid", reason="the file is not JSON",
+                     mode="public", notes=["first note", "second note"])
+    lines = header_lines(report)
+    assert lines[1:] == ["Could not be graded: the file is not JSON", PUBLIC_MODE_NOTE,
+                         "Note: first note", "Note: second note"]
+    terminal = _Terminal()
+    print_report(report, terminal)
+    views = {"text": plain_text(report), "terminal": terminal.getvalue(),
+             "html": html.unescape(feedback_html(report, spec.title)),
+             "gradescope": gradescope_results(report)["output"]}
+    for name, view in views.items():
+        # A terminal styles each line and wraps the long ones.
+        flat = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", view).split())
+        places = [flat.find(" ".join(line.split())) for line in lines[1:]]
+        assert -1 not in places and places == sorted(places), (name, places)
+
+
+def test_the_terminal_and_the_picture_agree_on_full_marks(spec, capsys, monkeypatch):
+    from matplotlib.axes import Axes
+
+    first = spec.functions[0].name
+    reports = {"ada": _report(spec, "ada"), "claude": _report(spec, "claude", (first,)),
+               "grace": _report(spec, "grace", status="invalid", reason="no notebook")}
+    drawn: list[dict[str, float]] = []
+    barh = Axes.barh
+
+    def spy(self, names, widths, *args, **kwargs):
+        drawn.append(dict(zip(names, widths, strict=True)))
+        return barh(self, names, widths, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "barh", spy)
+    summary_png(reports, spec)
+    with ClassConsole(Verbosity.NORMAL, total=3, kept=3) as console:
+        console.summary(reports, spec, graded=0)
+    shown = dict(re.findall(r"(\w+)\s*│\s*\d+/3 \((\d+)%\)", capsys.readouterr().out))
+    [pictured] = drawn  # no mistake in this class: the only bars are the functions'
+    assert shown == {name: f"{percent:.0f}" for name, percent in pictured.items()}
+    assert shown[first] == "33"  # the invalid submission counts as one without full marks

@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from grader.classrun.batch import grade_class, student_seed
+from grader.classrun.batch import grade_class
 from grader.classrun.gradebook import SECRET_BYTES, Gradebook
+from grader.classrun.keys import student_seed
 from grader.cli import main
 from grader.grade import limits_for
 from grader.judge.cases import Case, call_args, fresh_seed, keyed_seed, make_cases
 from grader.judge.reference import handout_namespace, reference_namespace
-from grader.outputs.exports import feedback_html, gradescope_results
+from grader.outputs.gradescope import gradescope_results
+from grader.outputs.html import feedback_html
 from grader.outputs.progress import Verbosity
 from grader.outputs.terminal import plain_text, print_report
 from grader.report import Report, Visibility

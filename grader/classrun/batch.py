@@ -1,250 +1,44 @@
-"""Grade a class: find the submissions, grade the new ones concurrently, keep every report.
+"""Grade a class: a report for every submission, the new ones graded concurrently, all kept.
 
-The source is a folder or a .zip of either layout: `<student>.ipynb` files, or `<student>/`
-folders holding one notebook each. Reports go to the gradebook (one transaction each, as soon as
-a submission is judged); OUT/<student>.json and OUT/grades.csv are written from it at the end,
-atomically. Each student's cases are drawn from a seed keyed by the gradebook's secret, so
-only the gradebook's holder can compute them. A submission whose notebook, grader (version and
-code), spec, reference notebook, seed and settings (limits, sandbox, mode, library versions) have
+The submissions come from `grader.classrun.sources`. Reports go to the gradebook (one
+transaction each, as soon as a submission is judged); OUT/<student>.json and OUT/grades.csv are
+written from it at the end, atomically. Each student's cases are drawn from a seed keyed by the
+gradebook's secret, so only the gradebook's holder can compute them. A submission whose notebook
+and grading key (`grader.classrun.keys`: grader build, spec and reference, seed, settings) have
 not changed since its stored report is not run again, so a killed run is finished by running the
 same command. Whatever fails while one student's report is recorded or written is that
 student's failure: reported, retried by the next run, and no obstacle to the others.
 """
-
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import fcntl
-import functools
 import hashlib
-import importlib.metadata
-import io
 import json
 import os
-import platform
-import shutil
-import stat
 import time
-import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import grader
 from grader import __version__
-from grader.classrun.gradebook import Gradebook, GradebookError, GradingKey, utc_now
-from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
+from grader.classrun.gradebook import Gradebook, GradingKey, utc_now
+from grader.classrun.keys import grader_build, grading_settings, spec_hash, student_seed
+from grader.classrun.sources import SourceError, Submission, find_submissions, open_source
+from grader.files import PARTIAL, write_atomic
 from grader.grade import grade_notebook
-from grader.judge.cases import keyed_seed
 from grader.judge.reference import reference_namespace
-from grader.outputs.exports import feedback_html, gradescope_results, write_summary_png
+from grader.outputs.csv import grades_csv
+from grader.outputs.gradescope import gradescope_results
+from grader.outputs.html import feedback_html
+from grader.outputs.plot import write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
-from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
+from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory, Limits
-from grader.spec import AssignmentSpec, SpecError
+from grader.spec import AssignmentSpec
 from grader.wire import safe_text
-
-# Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
-ZIP_MAX_MEMBERS = 20_000
-ZIP_MAX_NOTEBOOK_BYTES = 100 * 2**20
-ZIP_MAX_TOTAL_BYTES = 4 * 2**30
-
-
-
-class SourceError(Exception):
-    """The class folder or archive cannot be read as submissions."""
-
-
-@dataclass(frozen=True)
-class Submission:
-    """What one student id maps to: normally one notebook; none or several is reported as such."""
-
-    student: str
-    files: tuple[Path, ...]
-
-    @property
-    def notebook(self) -> Path | None:
-        return self.files[0] if len(self.files) == 1 else None
-
-    def content_hash(self) -> str:
-        """sha256 of the notebook's bytes (of each file's name and bytes when there are several)."""
-        if self.notebook is not None:
-            return _file_sha256(self.notebook)
-        digest = hashlib.sha256()
-        for path in sorted(self.files):
-            # Named within the class, not by the folder the class sits in: a moved class keeps
-            # its keys.
-            name = f"{self.student}/{path.name}" if path.parent.name == self.student else path.name
-            digest.update(f"{name}\0{_file_sha256(path)}\0".encode())
-        return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and p.name != "__MACOSX")
-
-
-def _notebooks(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder) if p.is_file() and p.suffix == ".ipynb"]
-
-
-def _class_root(folder: Path) -> Path:
-    """Step into a lone wrapper folder (`submissions/...` in a zip) unless it is one student's."""
-    entries = _visible(folder)
-    if len(entries) == 1 and entries[0].is_dir():
-        inner = entries[0]
-        if any(p.is_dir() for p in _visible(inner)) or len(_notebooks(inner)) > 1:
-            return _class_root(inner)
-    return folder
-
-
-def find_submissions(source: Path) -> dict[str, Submission]:
-    """Student id -> submission: `<id>.ipynb` files, or `<id>/` folders holding a notebook."""
-    if not source.is_dir():
-        raise SourceError(f"{source} is not a folder")
-    found: dict[str, list[Path]] = {}
-    for entry in _visible(_class_root(source)):
-        if entry.is_file() and entry.suffix == ".ipynb":
-            found.setdefault(entry.stem, []).append(entry)
-        elif entry.is_dir():
-            found.setdefault(entry.name, []).extend(_notebooks(entry))
-    # A folder without a notebook stays: its student gets a report saying so.
-    return {student: Submission(student, tuple(files)) for student, files in sorted(found.items())}
-
-
-def _member_path(name: str) -> PurePosixPath:
-    """The archive member's path, or SourceError when it could land outside the folder."""
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise SourceError(f"the archive holds an unsafe path: {name!r}")
-    return path
-
-
-def extract_notebooks(archive: Path, dest: Path) -> None:
-    """Unpack the notebooks of a zip into dest, refusing traversal, links and oversized content."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise SourceError(f"cannot read {archive} as a zip archive: {exc}") from None
-    with zf:
-        members = zf.infolist()
-        if len(members) > ZIP_MAX_MEMBERS:
-            raise SourceError(f"{archive} holds {len(members)} entries (at most "
-                              f"{ZIP_MAX_MEMBERS} are read)")
-        wanted = []
-        # Folders are made even when they hold no notebook, as in the unpacked folder layout: a
-        # student who uploaded only a .py file gets a report saying so.
-        folders: set[PurePosixPath] = set()
-        for info in members:
-            path = _member_path(info.filename)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise SourceError(f"the archive holds a symbolic link: {info.filename!r}")
-            hidden = any(p.startswith(".") or p == "__MACOSX" for p in path.parts)
-            if not hidden:
-                folders.add(path if info.is_dir() else path.parent)
-            if not info.is_dir() and path.suffix == ".ipynb" and not hidden:
-                if info.file_size > ZIP_MAX_NOTEBOOK_BYTES:
-                    raise SourceError(f"{info.filename} unpacks to {info.file_size} bytes "
-                                      f"(at most {ZIP_MAX_NOTEBOOK_BYTES})")
-                wanted.append((info, path))
-        if sum(info.file_size for info, _ in wanted) > ZIP_MAX_TOTAL_BYTES:
-            raise SourceError(f"{archive} unpacks to more than {ZIP_MAX_TOTAL_BYTES} bytes")
-        root = dest.resolve()
-        for folder in folders:
-            root.joinpath(*folder.parts).mkdir(parents=True, exist_ok=True)
-        for info, path in wanted:
-            target = root.joinpath(*path.parts)
-            if not target.resolve().is_relative_to(root):
-                raise SourceError(f"the archive holds an unsafe path: {info.filename!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                # zipfile stops reading at the declared size and checks the CRC, so the caps
-                # above bound what is written.
-                with zf.open(info) as src, target.open("xb") as dst:
-                    shutil.copyfileobj(src, dst)
-            except FileExistsError:
-                raise SourceError(f"the archive holds {info.filename!r} twice") from None
-            except (OSError, zipfile.BadZipFile) as exc:
-                raise SourceError(f"cannot unpack {info.filename!r}: {exc}") from None
-
-
-@contextlib.contextmanager
-def open_source(source: Path) -> Iterator[Path]:
-    """The folder to find submissions in: the source itself, or a zip unpacked to a temp folder."""
-    if source.is_dir():
-        yield source
-        return
-    if not source.is_file():
-        raise SourceError(f"no such folder or zip archive: {source}")
-    if source.suffix == ".ipynb":
-        raise SourceError(f"{source} is one notebook: grade it with `grader check`, or grade "
-                          "the folder that holds it")
-    folder = scratch_dir("zip")
-    try:
-        extract_notebooks(source, folder)
-        yield folder
-    finally:
-        remove_scratch(folder)
-
-
-def spec_hash(spec: AssignmentSpec) -> str:
-    """The spec file's digest together with the reference notebook's: a fix to either regrades."""
-    return hashlib.sha256(f"{spec.digest}\0{_file_sha256(spec.reference_path)}".encode()
-                          ).hexdigest()
-
-
-@functools.cache
-def grader_build() -> str:
-    """The grader version plus a digest of all its code, every module of every sub-package: a
-    fix without a version bump regrades too."""
-    digest = hashlib.sha256()
-    package = Path(grader.__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        name = path.relative_to(package).as_posix()
-        digest.update(f"{name}\0".encode() + path.read_bytes() + b"\0")
-    return f"{__version__}+{digest.hexdigest()[:16]}"
-
-
-# The libraries that run the kernel and read what it sends (the kernel runs the grader's own
-# interpreter, so the grader's versions are the kernel's).
-_LIBRARIES = ("numpy", "ipykernel", "jupyter_client", "nbclient", "pydantic")
-
-
-@functools.cache
-def _library_versions() -> dict[str, str]:
-    return {"python": platform.python_version(),
-            **{name: importlib.metadata.version(name) for name in _LIBRARIES}}
-
-
-def grading_settings(limits: Limits, sandbox: str) -> str:
-    """Everything besides the notebook, the grader's code, the spec and the seed that can change
-    a verdict, as canonical JSON: the limits, the sandbox's layers, the mode and the library
-    versions. A stored report is reused only while they are the same."""
-    settings = {
-        # The sandbox asked for (auto, say) matters only through the one it chose.
-        "limits": {name: value for name, value in asdict(limits).items() if name != "sandbox"},
-        "sandbox": sandbox,
-        # A class is always graded against the answer key: grade_class refuses to start
-        # without the reference notebook.
-        "mode": "full",
-        "versions": _library_versions(),
-    }
-    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
-
-
-def student_seed(spec: AssignmentSpec, student: str, secret: bytes) -> int:
-    """The seed of a student's graded cases, from the gradebook's secret: the same on every
-    run with that gradebook, and computable by nobody without it. `grader check --seed` with
-    the seed of a student's report replays the cases."""
-    return keyed_seed(secret, spec.name, student)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -257,26 +51,6 @@ def _remove_partial_files(out: Path) -> None:
     """Temporary files a killed run left behind; the finished files beside them are intact."""
     for leftover in out.rglob(f".*{PARTIAL}*"):
         leftover.unlink(missing_ok=True)
-
-
-def _cell(text: str) -> str:
-    """A CSV cell a spreadsheet will not run: an id like `=HYPERLINK(...)` is a formula there."""
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def grades_csv(reports: dict[str, Report], spec: AssignmentSpec) -> str:
-    """One row per student: a column per function, then total, max and status."""
-    functions = [f.name for f in spec.functions]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["student", *functions, "score", "max_score", "status"])
-    for student, report in sorted(reports.items()):
-        scores = report.function_scores()
-        # An id is a file name, which need not be valid UTF-8.
-        writer.writerow([_cell(safe_text(student)),
-                         *(f"{scores.get(f, (0.0, 0.0))[0]:g}" for f in functions),
-                         f"{report.score:g}", f"{report.max_score:g}", report.status])
-    return out.getvalue()
 
 
 def write_student_outputs(out: Path, student: str, report: Report, spec: AssignmentSpec,
@@ -431,12 +205,13 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     Kernels start in the sandbox `limits.sandbox` chooses; a caller that brings its own
     `km_factory` names its sandbox in `sandbox`.
 
-    Raises SourceError for an unusable source, output folder, reference or sandbox.
+    Raises SourceError for an unusable source or output folder, SpecError for a broken spec or
+    reference, SandboxUnavailable and GradebookError: each a GraderError.
     """
+    reference_namespace(spec)  # a broken reference would fail every student: stop now
     try:
-        reference_namespace(spec)  # a broken reference would fail every student: stop now
         spec_key = spec_hash(spec)
-    except (SpecError, OSError) as exc:
+    except OSError as exc:
         raise SourceError(str(exc)) from None
     book_path = gradebook or out / "gradebook.sqlite"
     # What the kernels must not be able to read: the course's files, the submissions, OUT.
@@ -445,10 +220,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     if km_factory is None:
         # Chosen before any stored report is reused: the sandbox a report was graded in is part
         # of what it was computed from.
-        try:
-            box = choose_sandbox(limits.sandbox, hide=hidden)
-        except SandboxUnavailable as exc:
-            raise SourceError(str(exc)) from None
+        box = choose_sandbox(limits.sandbox, hide=hidden)
         km_factory, sandbox, fair_shares = box.factory(limits), box.name, box.fair_shares
     run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox,
                    fair_shares=fair_shares)
@@ -464,22 +236,12 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             raise SourceError(f"cannot create {out}: {exc}") from None
         with _exclusive(out):
             _remove_partial_files(out)
-            with _open_gradebook(book_path) as book:
+            with Gradebook(book_path) as book:
                 _grade_submissions(run, spec_key, submissions, book, force, verbosity, out,
                                    gradescope)
     # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
     # its report is not kept, and the exit status says that a re-run is due.
     return 1 if run.failures else 0
-
-
-@contextlib.contextmanager
-def _open_gradebook(path: Path) -> Iterator[Gradebook]:
-    try:
-        book = Gradebook(path)
-    except GradebookError as exc:
-        raise SourceError(str(exc)) from None
-    with book:
-        yield book
 
 
 def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Submission],

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from grader.errors import GraderError
 from grader.report import Report
 
 # Bumped when the table's layout changes; a file of an older layout is brought up to date
@@ -64,7 +65,7 @@ _MIGRATIONS = {
 }
 
 
-class GradebookError(Exception):
+class GradebookError(GraderError):
     """The gradebook file cannot be opened or was written by an incompatible grader."""
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import statistics
 import sys
-from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
 
@@ -22,72 +20,21 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from grader.report import Report, TestStatus
+from grader.outputs.summary import ClassSummary, class_summary
+from grader.report import Report
 from grader.spec import AssignmentSpec
-
-SLOWEST_SHOWN = 5
 
 
 class Verbosity(IntEnum):
+    """How much a class run prints: nothing but warnings, a bar and the summary, or a line per
+    submission too."""
+
     QUIET = 0
     NORMAL = 1
     VERBOSE = 2
 
 
-@dataclass(frozen=True)
-class FunctionSummary:
-    name: str
-    passed: int  # submissions with full marks on the function
-    mean_score: float
-    max_score: float
-
-
-@dataclass(frozen=True)
-class ClassSummary:
-    """The class at a glance, computed from the reports alone."""
-
-    submissions: int
-    invalid: int
-    mean_score: float
-    median_score: float
-    max_score: float
-    functions: list[FunctionSummary]
-    failures: dict[str, int]  # test status (or "invalid") -> how many tests (or submissions)
-    slowest: list[tuple[str, float, str]]  # student, seconds, status
-    sandboxes: dict[str, int]  # the layers graded submissions ran in -> how many
-
-
-def class_summary(reports: dict[str, Report], spec: AssignmentSpec) -> ClassSummary:
-    """Scores, per-function pass counts, failures by status and the slowest submissions."""
-    scores = [r.score for r in reports.values()] or [0.0]
-    functions = []
-    for f in spec.functions:
-        got = [r.function_scores().get(f.name, (0.0, f.max_score))[0] for r in reports.values()]
-        functions.append(FunctionSummary(
-            f.name, sum(1 for g in got if g >= f.max_score), statistics.fmean(got or [0.0]),
-            f.max_score))
-    failures: dict[str, int] = {}
-    for report in reports.values():
-        if report.status == "invalid":
-            failures["invalid"] = failures.get("invalid", 0) + 1
-        for t in report.tests:
-            if t.status is not TestStatus.PASSED:
-                failures[t.status.value] = failures.get(t.status.value, 0) + 1
-    slowest = sorted(((s, r.duration_s, r.status) for s, r in reports.items()),
-                     key=lambda row: -row[1])[:SLOWEST_SHOWN]
-    sandboxes: dict[str, int] = {}
-    for report in reports.values():
-        if report.status == "graded":
-            sandboxes[report.sandbox] = sandboxes.get(report.sandbox, 0) + 1
-    return ClassSummary(
-        submissions=len(reports), invalid=failures.get("invalid", 0),
-        mean_score=statistics.fmean(scores), median_score=statistics.median(scores),
-        max_score=spec.max_score, functions=functions, failures=failures, slowest=slowest,
-        sandboxes=sandboxes)
-
-
 def _tables(summary: ClassSummary, graded: int) -> list[Table]:
-    n = max(summary.submissions, 1)
     overview = Table(title="Class", show_header=False)
     overview.add_row("submissions", str(summary.submissions))
     overview.add_row("graded in this run", str(graded))
@@ -103,8 +50,9 @@ def _tables(summary: ClassSummary, graded: int) -> list[Table]:
     for column in ("function", "full marks", "mean points"):
         functions.add_column(column, justify="left" if column == "function" else "right")
     for f in summary.functions:
-        functions.add_row(f.name, f"{f.passed}/{summary.submissions} ({100 * f.passed / n:.0f}%)",
-                          f"{f.mean_score:.2f} / {f.max_score:g}")
+        functions.add_row(
+            f.name, f"{f.passed}/{summary.submissions} ({summary.full_marks_percent(f):.0f}%)",
+            f"{f.mean_score:.2f} / {f.max_score:g}")
 
     failures = Table(title="Failures by status")
     failures.add_column("status")

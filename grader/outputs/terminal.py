@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from grader.report import PUBLIC_MODE_NOTE, Report, TestStatus
+from grader.outputs.wording import header_lines
+from grader.report import Report, TestStatus
 
 _MARK = {True: "✓", False: "✗"}
 
@@ -53,20 +54,9 @@ def _rows(report: Report, function: str) -> tuple[list[tuple[bool, str, str, str
     return rows, said
 
 
-def _header(report: Report) -> list[str]:
-    lines = [f"{report.submission} ({report.assignment}): "
-             f"{report.score:g}/{report.max_score:g} points"]
-    if report.mode == "public":
-        lines.append(PUBLIC_MODE_NOTE)
-    if report.status == "invalid":
-        lines.append(f"Could not be graded: {report.reason}")
-    lines += [f"Note: {note}" for note in report.notes]
-    return lines
-
-
 def plain_text(report: Report) -> str:
     """The report as plain text: a block per function, one line per test."""
-    lines = _header(report)
+    lines = header_lines(report)
     for function, (score, top) in report.function_scores().items():
         lines.append(f"{function}  {score:g}/{top:g}")
         rows, hints = _rows(report, function)
@@ -86,7 +76,7 @@ def print_report(report: Report, stream: TextIO | None = None) -> None:
     if not console.is_terminal:
         print(plain_text(report), file=stream)
         return
-    for line in _header(report):
+    for line in header_lines(report):
         console.print(escape(line), style="bold")
     for function, (score, top) in report.function_scores().items():
         table = Table(title=f"{function}  {score:g}/{top:g}", title_justify="left",

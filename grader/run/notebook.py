@@ -7,8 +7,10 @@ from pathlib import Path
 
 import nbformat
 
+from grader.errors import GraderError
 
-class UnreadableNotebook(Exception):
+
+class UnreadableNotebook(GraderError):
     """The file is not a notebook the grader can run; the message says why, for the student."""
 
 

@@ -42,6 +42,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Dict, Integer, List, Unicode
 
+from grader.errors import GraderError
 from grader.files import (
     MARKER,
     kernel_marker,
@@ -73,7 +74,7 @@ _NONE_HINT = ("Use `--sandbox none` only for notebooks you trust: a kernel there
               "answer key and everything else the grader can.")
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(GraderError):
     """The sandbox asked for cannot run on this machine, or would not hide what it must."""
 
 

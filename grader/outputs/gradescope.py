@@ -1,0 +1,49 @@
+"""Gradescope's autograder results.json for one report.
+
+It reads the report and nothing else, and shows no seed: students read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grader.outputs.wording import STATUS_WORDS, header_lines
+from grader.report import Report, TestStatus
+
+
+def report_lines(report: Report) -> list[str]:
+    """A plain-text account of the report: the header, then each test that did not pass."""
+    lines = header_lines(report)
+    if report.status == "invalid":
+        return lines
+    lines += [f"{t.name} [{STATUS_WORDS[t.status]}]: {t.feedback}"
+              for t in report.tests if t.status is not TestStatus.PASSED]
+    lines += [f"{c.where()} ({c.problem}): {c.message}" for c in report.cells]
+    return lines
+
+
+def gradescope_results(report: Report) -> dict[str, Any]:
+    """Gradescope's autograder results.json for one report.
+
+    Every test is `visible` to the student: hidden cases are hidden inside our tests (their
+    feedback never carries their inputs), not by hiding the test itself.
+    """
+    return {
+        "score": report.score,
+        "execution_time": max(0, round(report.duration_s)),
+        "output": "\n".join(report_lines(report)),
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": [
+            {
+                "name": t.name,
+                "score": t.score,
+                "max_score": t.max_score,
+                "status": "passed" if t.status is TestStatus.PASSED else "failed",
+                "output": t.feedback,
+                "visibility": "visible",
+                **({"tags": [t.mistake]} if t.mistake else {}),
+            }
+            for t in report.tests
+        ],
+    }
