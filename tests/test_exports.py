@@ -14,7 +14,7 @@ from grader.cli import main
 from grader.judge.cases import make_cases
 from grader.judge.reference import reference_namespace
 from grader.outputs.exports import feedback_html, gradescope_results
-from grader.report import TestStatus, Visibility
+from grader.report import Report, TestStatus, Visibility
 from tests.notebooks import submission
 
 GRADESCOPE_SCHEMA = json.loads(
@@ -141,3 +141,15 @@ def test_schema_command_describes_mistakes_and_the_mode(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert "mode" in schema["properties"]
     assert "mistake" in schema["$defs"]["TestResult"]["properties"]
+    # A test is named by its fields; the display name, computed from them, is written too.
+    assert {"function", "group", "name"} <= set(schema["$defs"]["TestResult"]["properties"])
+    assert schema["$defs"]["TestResult"]["description"]
+
+
+def test_a_written_report_matches_the_schema_and_reads_back(tmp_path, grade, capsys):
+    report = grade(submission(tmp_path, bodies=SIGN_FLIPPED))
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(schema).validate(json.loads(report.model_dump_json()))
+    assert Report.model_validate_json(report.model_dump_json()) == report
+    assert all(t.name == f"{t.function}: {t.group}" for t in report.tests)

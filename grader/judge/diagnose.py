@@ -203,7 +203,7 @@ def diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
     if all(t.status is TestStatus.PASSED for t in tests):
         return tests
     found = matching_mistakes(spec, f, cases, calls, namespace)
-    if any(t.name == f"{f.name}: {CaseSet.SCALAR.value}" and t.status is not TestStatus.PASSED
+    if any(t.group == CaseSet.SCALAR.value and t.status is not TestStatus.PASSED
            for t in tests):
         # A batch summed to one number leaves scalar cases right; wrong scalars mean something
         # else, a hard-coded number say.

@@ -218,7 +218,7 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     points = f.points[case_set]
     visible = case_set is CaseSet.EXAMPLES
     verdicts = [call_verdict(f.name, c, spec.timeouts.call_s, visible) for c in calls]
-    base = dict(name=f"{f.name}: {case_set.value}", function=f.name, kind=TestKind.REFERENCE,
+    base = dict(function=f.name, group=case_set.value, kind=TestKind.REFERENCE,
                 max_score=points, visibility=Visibility.VISIBLE if visible else Visibility.HIDDEN)
     if not cases:
         return TestResult(**base, score=0, status=TestStatus.FAILED,
@@ -302,7 +302,7 @@ def _judging_failed(base: dict[str, Any], f: FunctionSpec, got: Plain, exc: Exce
 def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, cases: list[Case],
                   calls: list[Call], namespace: dict[str, Any]) -> TestResult:
     """The student's values, as a gradient, against central differences of the spec's cost."""
-    base = dict(name=f"{f.name}: {check.name}", function=f.name,
+    base = dict(function=f.name, group=check.name,
                 kind=TestKind.FINITE_DIFFERENCE, max_score=check.points,
                 visibility=Visibility.HIDDEN)
     values, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
@@ -378,7 +378,7 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
                     second: tuple[list[Call], str] | None = None) -> TestResult:
     """A spec condition of `result` (and of `other`, the result of a second call with the
     arguments `second` changes) on every hidden case."""
-    base = dict(name=f"{f.name}: {name}", function=f.name, kind=TestKind.PROPERTY,
+    base = dict(function=f.name, group=name, kind=TestKind.PROPERTY,
                 max_score=points, visibility=Visibility.HIDDEN)
     values, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
     others: list[Plain | None] = [None] * len(values)
@@ -419,7 +419,7 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
                 again: list[Call]) -> TestResult:
     """A second call on each hidden case must return exactly what the first one did."""
     assert f.repeat is not None
-    base = dict(name=f"{f.name}: {f.repeat.name}", function=f.name, kind=TestKind.PROPERTY,
+    base = dict(function=f.name, group=f.repeat.name, kind=TestKind.PROPERTY,
                 max_score=f.repeat.points, visibility=Visibility.HIDDEN)
     first, problem = _graded_values(f, cases, calls, spec.timeouts.call_s)
     second, problem_again = _graded_values(f, cases, again, spec.timeouts.call_s)
