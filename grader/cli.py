@@ -306,7 +306,7 @@ def _cmd_assign(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(Report.model_json_schema(), indent=2))
+    print(json.dumps(Report.model_json_schema(mode="serialization"), indent=2))
     return 0
 
 

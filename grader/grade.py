@@ -12,8 +12,9 @@ from nbformat import NotebookNode
 
 from grader import __version__
 from grader.judge.cases import Case, call_args, make_cases
-from grader.judge.reference import evaluate, handout_namespace, reference_namespace
-from grader.judge.verdicts import counterfactuals, judge
+from grader.judge.expressions import evaluate
+from grader.judge.judging import counterfactuals, judge
+from grader.judge.reference import handout_namespace, reference_namespace
 from grader.report import Report
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.sandbox import choose_sandbox
@@ -95,11 +96,11 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
 
     def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
         # After every graded call, in the same kernel: a function wrong through a dependency
-        # that lost points is called again with a stand-in for it (see grader.judge.verdicts).
+        # that lost points is called again with a stand-in for it (see grader.judge.credit).
         if public:
             return []
-        return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[i])
-                                             for i in c.cases], c.stand_ins)
+        return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[r.case])
+                                             for r in c.retries], c.stand_ins())
                 for c in counterfactuals(applied, cases, calls, namespace)]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,

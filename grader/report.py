@@ -6,7 +6,7 @@ import math
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 from grader.wire import safe_strings
 
@@ -66,10 +66,15 @@ class CaseDetail(_Model):
 
 
 class TestResult(_Model):
+    """One test of one function: a group of its cases against the reference, or one check."""
+
     __test__ = False  # a report model, not a pytest class
 
-    name: str
-    function: str
+    function: str = Field(description="The notebook function the test calls.")
+    group: str = Field(
+        description="What the test judges: a group of cases compared with the reference "
+        "('examples', 'scalar', 'vector', 'matrix'), or the name of a finite-difference or "
+        "property check.")
     kind: TestKind
     score: float = Field(ge=0, allow_inf_nan=False)
     max_score: float = Field(ge=0, allow_inf_nan=False)
@@ -82,6 +87,18 @@ class TestResult(_Model):
     details: list[CaseDetail] = Field(default_factory=list)
     mistake: str | None = Field(
         default=None, description="Id of the known misconception the failure matches, if any.")
+
+    @computed_field(description="The test's display name: '<function>: <group>'.")
+    @property
+    def name(self) -> str:
+        """What a reader calls the test; code decides by `function` and `group`."""
+        return f"{self.function}: {self.group}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_is_computed(cls, data: Any) -> Any:
+        # A report read back carries the name it was written with: it is computed again.
+        return {k: v for k, v in data.items() if k != "name"} if isinstance(data, dict) else data
 
     @field_validator("max_error")
     @classmethod
@@ -117,6 +134,8 @@ class CellProblem(_Model):
 
 
 class Report(_Model):
+    """The verdict on one submission: its tests, what its cells did, and how it was run."""
+
     schema_version: int = SCHEMA_VERSION
     assignment: str
     submission: str

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from grader.judge.cases import call_args, make_cases
+from grader.judge.judging import counterfactuals, judge
 from grader.judge.reference import reference_namespace
-from grader.judge.verdicts import counterfactuals, judge
 from grader.report import Report, TestKind, TestStatus
 from grader.wire import Array, Call, Number, StandInCall, changed_arguments
 from tests.notebooks import grade_all, submission
@@ -242,7 +242,7 @@ class TestEvidence:
 
     def _delta2_score(self, spec, setting, second) -> float:
         namespace, cases, calls, plan = setting
-        observed = [second(cases[i]) for i in plan.cases]
+        observed = [second(cases[r.case]) for r in plan.retries]
         tests = judge(spec, cases, calls | {plan.key: observed}, namespace)
         return sum(t.score for t in tests if t.function == "delta2")
 
@@ -259,8 +259,8 @@ class TestEvidence:
 
     def test_every_wrong_case_is_called_again_and_only_those(self, spec, setting):
         _namespace, cases, _calls, plan = setting
-        assert plan.cases == list(range(1, len(cases)))
-        assert list(plan.stand_ins) == ["sigmoid_prime"]
+        assert [r.case for r in plan.retries] == list(range(1, len(cases)))
+        assert plan.dependencies == ("sigmoid_prime",)
 
     def test_the_right_value_from_the_stand_in_on_the_probes_arguments_is_evidence(
             self, spec, setting):

@@ -149,6 +149,18 @@ def test_schema_command_describes_mistakes_and_the_mode(capsys):
     schema = json.loads(capsys.readouterr().out)
     assert "mode" in schema["properties"]
     assert "mistake" in schema["$defs"]["TestResult"]["properties"]
+    # A test is named by its fields; the display name, computed from them, is written too.
+    assert {"function", "group", "name"} <= set(schema["$defs"]["TestResult"]["properties"])
+    assert schema["$defs"]["TestResult"]["description"]
+
+
+def test_a_written_report_matches_the_schema_and_reads_back(tmp_path, grade, capsys):
+    report = grade(submission(tmp_path, bodies=SIGN_FLIPPED))
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(schema).validate(json.loads(report.model_dump_json()))
+    assert Report.model_validate_json(report.model_dump_json()) == report
+    assert all(t.name == f"{t.function}: {t.group}" for t in report.tests)
 
 
 def _report(spec, student: str, failing: tuple[str, ...] = (), **fields) -> Report:
@@ -156,7 +168,7 @@ def _report(spec, student: str, failing: tuple[str, ...] = (), **fields) -> Repo
     if fields.get("status") == "invalid":
         tests = []
     else:
-        tests = [TestResult(name=f"{f.name}: hidden cases", function=f.name,
+        tests = [TestResult(group="hidden cases", function=f.name,
                             kind=TestKind.REFERENCE, max_score=f.max_score,
                             score=0 if f.name in failing else f.max_score,
                             status=TestStatus.FAILED if f.name in failing else TestStatus.PASSED,

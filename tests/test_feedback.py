@@ -10,7 +10,8 @@ import pytest
 
 from grader.cli import main
 from grader.judge.cases import make_cases
-from grader.judge.reference import evaluate, handout_namespace, reference_namespace
+from grader.judge.expressions import evaluate
+from grader.judge.reference import handout_namespace, reference_namespace
 from grader.report import Report, TestStatus
 from tests.notebooks import ROOT, submission
 

@@ -7,9 +7,10 @@ import pytest
 from pydantic import ValidationError
 
 from grader.judge.cases import call_args, make_cases
-from grader.judge.reference import gradient as numerical_gradient
+from grader.judge.closeness import compare, relative_difference
+from grader.judge.expressions import gradient as numerical_gradient
+from grader.judge.judging import judge
 from grader.judge.reference import reference_namespace
-from grader.judge.verdicts import compare, judge, relative_difference
 from grader.report import TestStatus
 from grader.spec import GradientCheck, PropertyCheck
 from grader.wire import Array, Call, CallMessage, Number, as_array

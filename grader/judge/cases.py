@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.reference import evaluate
+from grader.judge.expressions import evaluate
 from grader.spec import AssignmentSpec, CaseSet
 
 

@@ -1,4 +1,4 @@
-"""Recognise known misconceptions in a student's values: pure functions, no kernel, no files.
+"""Recognise known misconceptions in a student's values and name them in failing tests.
 
 Each catalogue entry of the spec names a detector. Most compare the student's results, case by
 case, with what the mistaken variant would return; the built-in kinds cover what one expression
@@ -13,9 +13,20 @@ from typing import Any
 import numpy as np
 
 from grader.judge.cases import Case
-from grader.judge.reference import evaluate
-from grader.spec import AssignmentSpec, Detector, FunctionSpec, Mistake, Tolerance
-from grader.wire import Array, Call, DictValue, NoneValue, Number, Raised, as_array, as_plain
+from grader.judge.expressions import evaluate
+from grader.report import TestResult, TestStatus
+from grader.spec import AssignmentSpec, CaseSet, Detector, FunctionSpec, Mistake, Tolerance
+from grader.wire import (
+    Array,
+    Call,
+    DictValue,
+    NoneValue,
+    Number,
+    Raised,
+    SequenceValue,
+    as_array,
+    as_plain,
+)
 
 UNRECOGNISED = ("This answer matches none of the mistakes the grader knows about; compare each "
                 "factor of your formula with the derivation in the notebook.")
@@ -178,3 +189,38 @@ def gradient_relation(analytic: np.ndarray, numeric: np.ndarray) -> str | None:
     if abs(r) <= 1e-3:
         return "it is zero where the true derivative is not"
     return f"it is {r:.3g} times the true derivative"
+
+
+def sentences(first: str, second: str) -> str:
+    """Two texts as two sentences: a full stop after the first unless it ends one already."""
+    return f"{first}{'' if first.rstrip().endswith(('.', '!', '?')) else '.'} {second}"
+
+
+def diagnosed(spec: AssignmentSpec, f: FunctionSpec, tests: list[TestResult],
+               cases: list[Case], calls: list[Call], namespace: dict[str, Any]
+               ) -> list[TestResult]:
+    """Failing tests get the known mistake their values show, and its hint; or an honest note."""
+    if all(t.status is TestStatus.PASSED for t in tests):
+        return tests
+    found = matching_mistakes(spec, f, cases, calls, namespace)
+    if any(t.group == CaseSet.SCALAR.value and t.status is not TestStatus.PASSED
+           for t in tests):
+        # A batch summed to one number leaves scalar cases right; wrong scalars mean something
+        # else, a hard-coded number say.
+        found = [(m, hint) for m, hint in found if m.detector is not Detector.BATCH_SUMMED]
+    # "Matches no known mistake" is about wrong values; a None or a changed argument has its
+    # own explanation already.
+    values_only = all(isinstance(c.outcome, Number | Array | DictValue | SequenceValue)
+                      and not c.mutated for c in calls)
+    out = []
+    for t in tests:
+        if t.status not in (TestStatus.FAILED, TestStatus.ERROR):
+            out.append(t)
+        elif found:
+            out.append(t.model_copy(update={
+                "mistake": found[0][0].id, "feedback": sentences(t.feedback, found[0][1])}))
+        elif t.status is TestStatus.FAILED and values_only:
+            out.append(t.model_copy(update={"feedback": sentences(t.feedback, UNRECOGNISED)}))
+        else:
+            out.append(t)
+    return out

@@ -49,7 +49,7 @@ def _test_row(t: TestResult) -> str:
             + f"<td>{_e(d.expected)}</td><td>{_e(d.got)}</td></tr>" for d in t.details)
         cases = (f"<table class=\"cases\"><tr>{head}<th>expected</th><th>got</th></tr>"
                  f"{rows}</table>")
-    return (f"<tr><td>{_e(t.name.split(': ', 1)[-1])}<br><small>"
+    return (f"<tr><td>{_e(t.group)}<br><small>"
             f"{'shown in the notebook' if t.visibility is Visibility.VISIBLE else 'hidden cases'}"
             f"</small></td><td class=\"{'passed' if ok else 'failed'}\">{mark}</td>"
             f"<td>{t.score:g}/{t.max_score:g}</td>"

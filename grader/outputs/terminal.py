@@ -47,7 +47,7 @@ def _rows(report: Report, function: str) -> tuple[list[tuple[bool, str, str, str
             t.feedback)
         if t.mistake:
             note = f"{note} [{t.mistake}]".strip()
-        rows.append((t.status is TestStatus.PASSED, t.name.split(": ", 1)[-1],
+        rows.append((t.status is TestStatus.PASSED, t.group,
                      f"{t.score:g}/{t.max_score:g}", note))
     said = [f"hint {key}: {text}" if key else f"note: {text}"
             for key, text in shared.items() if text]
