@@ -16,8 +16,9 @@ from grader.judge.reference import evaluate, handout_namespace, reference_namesp
 from grader.judge.verdicts import counterfactuals, judge
 from grader.report import Report
 from grader.run.notebook import UnreadableNotebook, load_notebook
+from grader.run.observe import CallPlan, observe
 from grader.run.sandbox import choose_sandbox
-from grader.run.session import CallPlan, KernelManagerFactory, Limits, observe
+from grader.run.session import KernelManagerFactory, Limits
 from grader.spec import AssignmentSpec, ContrastCheck, FunctionSpec, SpecError, Timeouts
 from grader.wire import Call
 
