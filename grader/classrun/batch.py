@@ -35,13 +35,14 @@ from pathlib import Path, PurePosixPath
 import grader
 from grader import __version__
 from grader.classrun.gradebook import Gradebook, GradebookError, GradingKey, utc_now
-from grader.files import PARTIAL, remove_scratch, scratch_dir, write_atomic
+from grader.files import PARTIAL, write_atomic
 from grader.grade import grade_notebook
 from grader.judge.cases import keyed_seed
 from grader.judge.reference import reference_namespace
 from grader.outputs.exports import feedback_html, gradescope_results, write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
+from grader.run.processes import remove_scratch, scratch_dir
 from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory, Limits
 from grader.spec import AssignmentSpec, SpecError

@@ -10,11 +10,11 @@ from typing import Any
 
 import nbformat
 
-from grader.files import remove_scratch, scratch_dir
 from grader.report import CellProblem
 from grader.run.cells import Cells
 from grader.run.channel import HarnessChannel
 from grader.run.messages import KernelLost
+from grader.run.processes import remove_scratch, scratch_dir
 from grader.run.session import KernelManagerFactory, KernelSession, Limits
 from grader.wire import Call, KernelDied
 

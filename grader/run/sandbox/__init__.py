@@ -42,7 +42,7 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import Dict, Integer, List, Unicode
 
-from grader.files import (
+from grader.run.processes import (
     MARKER,
     kernel_marker,
     kill_processes,
