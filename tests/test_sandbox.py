@@ -32,7 +32,7 @@ from grader.run import processes
 from grader.run.processes import remove_scratch, scratch_dir, sweep_scratch
 from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
 from grader.run.sandbox.confinement import syscall_numbers
-from grader.run.session import Limits
+from grader.settings import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import CORRECT, ROOT, submission
 

@@ -29,7 +29,7 @@ import stat
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import grader
@@ -44,7 +44,8 @@ from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
 from grader.run.processes import remove_scratch, scratch_dir
 from grader.run.sandbox import SandboxUnavailable, choose_sandbox, sweep_leftovers
-from grader.run.session import KernelManagerFactory, Limits
+from grader.run.session import KernelManagerFactory
+from grader.settings import Limits
 from grader.spec import AssignmentSpec, SpecError
 from grader.wire import safe_text
 
@@ -231,7 +232,7 @@ def grading_settings(limits: Limits, sandbox: str) -> str:
     versions. A stored report is reused only while they are the same."""
     settings = {
         # The sandbox asked for (auto, say) matters only through the one it chose.
-        "limits": {name: value for name, value in asdict(limits).items() if name != "sandbox"},
+        "limits": limits.model_dump(exclude={"sandbox"}),
         "sandbox": sandbox,
         # A class is always graded against the answer key: grade_class refuses to start
         # without the reference notebook.

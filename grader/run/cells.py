@@ -9,7 +9,9 @@ from nbclient.exceptions import DeadKernelError
 
 from grader.report import CellProblem
 from grader.run.messages import KernelLost, malformed
-from grader.run.session import TIMEOUT_MARK, KernelSession, Limits
+from grader.run.session import TIMEOUT_MARK, KernelSession
+from grader.settings import Limits
+from grader.wire import MAX_TEXT
 
 
 def excerpt(nb: nbformat.NotebookNode, index: int) -> str:
@@ -42,8 +44,8 @@ async def run_cell(session: KernelSession, index: int, timeout_s: float) -> Cell
         return CellProblem(cell=index, problem="timeout", excerpt=excerpt(session.nb, index),
                            message=f"stopped after {timeout_s:g} s")
     if reply.get("status") == "error":
-        name = str(reply.get("ename", "Error"))[:200]
-        value = str(reply.get("evalue", ""))[: session.limits.max_text]
+        name = str(reply.get("ename", "Error"))[:MAX_TEXT]
+        value = str(reply.get("evalue", ""))[:MAX_TEXT]
         return CellProblem(cell=index, problem="error", message=f"{name}: {value}",
                            excerpt=excerpt(session.nb, index))
     return None

@@ -15,7 +15,8 @@ from grader.run.cells import Cells
 from grader.run.channel import HarnessChannel
 from grader.run.messages import KernelLost
 from grader.run.processes import remove_scratch, scratch_dir
-from grader.run.session import KernelManagerFactory, KernelSession, Limits
+from grader.run.session import KernelManagerFactory, KernelSession
+from grader.settings import Limits
 from grader.wire import Call, KernelDied
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 from grader.run.messages import execute
-from grader.wire import MAX_ITEMS, safe_strings
+from grader.settings import Limits
+from grader.wire import safe_strings
 
 # Runs before the student's first cell. ipykernel sends one print as one iopub message, which
 # the grader must decode whole before its output cap can drop it; writes cut into pieces keep
@@ -48,46 +48,6 @@ del __grader_chunk_streams__
 """
 # The error name nbclient reports for a cell it stopped at its timeout.
 TIMEOUT_MARK = "GraderCellTimeout"
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per-submission limits; the defaults suit the bundled assignments."""
-
-    cell_timeout_s: float = 30.0
-    call_timeout_s: float = 5.0
-    # The time all of a notebook's cells may take together, replays after a dead kernel
-    # included (starting kernels is not counted): a notebook of many slow cells must not hold
-    # a kernel for an hour.
-    notebook_timeout_s: float = 300.0
-    output_bytes: int = 1_000_000
-    startup_timeout_s: float = 60.0
-    # After an interrupt, how long a kernel may take to become idle before it counts as hung.
-    interrupt_grace_s: float = 3.0
-    # Fresh kernels started after the first one dies or hangs; one more death ends the run.
-    restarts: int = 1
-    max_items: int = MAX_ITEMS
-    max_text: int = 500
-    # Where the kernel runs: auto, bwrap, landlock or none (grader/run/sandbox).
-    sandbox: str = "auto"
-    # Resource limits of the kernel process (rlimits), and the size of its private folders.
-    memory_bytes: int = 2 << 30
-    cpu_s: float = 300.0
-    file_bytes: int = 64 << 20
-    processes: int = 64
-    disk_bytes: int = 128 << 20
-
-    def __post_init__(self) -> None:
-        # Zero or less would not mean "no limit": a kernel without time or memory fails in ways
-        # that look like the student's fault. Only `restarts` may be 0.
-        for name, value in asdict(self).items():
-            if isinstance(value, str):
-                continue
-            may_be_zero = name == "restarts"
-            if (isinstance(value, bool) or not isinstance(value, int | float)
-                    or not math.isfinite(value) or value < 0 or (value == 0 and not may_be_zero)):
-                least = "at least 0" if may_be_zero else "greater than 0"
-                raise ValueError(f"limit {name} must be a finite number {least}, not {value!r}")
 
 
 KernelManagerFactory = Callable[[Path, Path], AsyncKernelManager]
