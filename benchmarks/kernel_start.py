@@ -20,9 +20,9 @@ import statistics
 import time
 from dataclasses import replace
 
-from grader.files import remove_scratch, scratch_dir
+from grader.run.processes import remove_scratch, scratch_dir
 from grader.run.sandbox import Sandbox, choose_sandbox
-from grader.run.session import Limits
+from grader.settings import Limits
 
 
 def layer_sets() -> dict[str, Sandbox]:

@@ -25,8 +25,8 @@ from grader.judge.cases import fresh_seed
 from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
-from grader.run.sandbox import SANDBOXES, SandboxUnavailable, choose_sandbox
-from grader.run.session import Limits
+from grader.run.sandbox import choose_sandbox
+from grader.settings import SANDBOXES, Limits, default, help_text
 from grader.spec import AssignmentSpec, find_spec
 
 
@@ -38,45 +38,31 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
     p.add_argument("--course", type=Path, metavar="DIR",
                    help="folder holding assignments/ and solutions/ (default: this checkout)")
     p.add_argument("--cell-timeout", type=_positive_seconds, metavar="S",
-                   help="seconds a notebook cell may run before it is interrupted "
-                        "(default: the spec's)")
+                   help=f"{help_text('cell_timeout_s')} (default: the spec's)")
     p.add_argument("--call-timeout", type=_positive_seconds, metavar="S",
-                   help="seconds one call of a student function may take (default: the spec's)")
-    p.add_argument("--sandbox", choices=SANDBOXES, default="auto",
-                   help="where student kernels run: bwrap (bubblewrap, then Landlock and a "
-                        "seccomp filter: no network, only the interpreter's files, own PIDs), "
-                        "landlock (Landlock and seccomp, for machines without user namespaces), "
-                        "none (limits only: for trusted notebooks, a kernel can read the answer "
-                        "key), or auto (default): the strongest that works here, and an error "
-                        "when none does")
+                   help=f"{help_text('call_timeout_s')} (default: the spec's)")
+    p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
+                   help=help_text("sandbox"))
     p.add_argument("--memory", type=_positive_int, metavar="MIB",
-                   help=f"address space of a kernel, MiB (default {Limits.memory_bytes >> 20})")
+                   help=f"{help_text('memory_bytes')}, MiB "
+                        f"(default {default('memory_bytes') >> 20})")
     p.add_argument("--cpu-time", type=_positive_seconds, metavar="S",
-                   help=f"CPU seconds of a kernel (default {Limits.cpu_s:g})")
+                   help=f"{help_text('cpu_s')} (default {default('cpu_s'):g})")
     p.add_argument("--file-size", type=_positive_int, metavar="MIB",
-                   help=f"largest file a kernel may write, MiB (default {Limits.file_bytes >> 20})")
+                   help=f"{help_text('file_bytes')}, MiB (default {default('file_bytes') >> 20})")
     p.add_argument("--processes", type=_positive_int, metavar="N",
-                   help=f"processes and threads of a kernel (default {Limits.processes})")
+                   help=f"{help_text('processes')} (default {default('processes')})")
     p.add_argument("--notebook-timeout", type=_positive_seconds, metavar="S",
-                   help="seconds all of a notebook's cells may take together; later cells are "
-                        f"not run, and its functions are still graded (default "
-                        f"{Limits.notebook_timeout_s:g})")
+                   help=f"{help_text('notebook_timeout_s')} "
+                        f"(default {default('notebook_timeout_s'):g})")
     p.add_argument("--output-limit", type=_positive_int, metavar="BYTES",
-                   help="notebook output kept per submission; the rest is counted and dropped "
-                        f"(default {Limits.output_bytes})")
+                   help=f"{help_text('output_bytes')} (default {default('output_bytes')})")
 
 
-def _limits(args: argparse.Namespace, spec: AssignmentSpec, choose: bool = True) -> Limits:
-    """The limits the grading options ask for; the sandbox is chosen (and checked to hide the
-    spec and the answer key) here, once, unless `choose` is False: then the caller chooses it."""
-    sandbox = args.sandbox
-    if choose:
-        try:
-            sandbox = choose_sandbox(args.sandbox, hide=(spec.source, spec.reference_path)).mode
-        except SandboxUnavailable as exc:
-            raise UsageError(str(exc)) from None
+def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> Limits:
+    """The limits the grading options ask for (the sandbox as requested, not yet chosen)."""
     mib = 1 << 20
-    return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=sandbox,
+    return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=args.sandbox,
                       memory_bytes=args.memory and args.memory * mib, cpu_s=args.cpu_time,
                       file_bytes=args.file_size and args.file_size * mib,
                       processes=args.processes, output_bytes=args.output_limit,
@@ -199,8 +185,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     # Fresh cases unless asked: what a student can run never replays a class run's cases.
     seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)
+    # Chosen here, once, and checked to hide the spec and the answer key.
+    box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
     try:
         report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
+                                            km_factory=box.factory(limits), sandbox=box.name,
                                             public=args.public))
     except GraderError:
         raise  # already says what went wrong
@@ -260,7 +249,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
     spec = _spec_for(args)
     # grade_class chooses the sandbox, once for the class.
-    limits = _limits(args, spec, choose=False)
+    limits = _limits(args, spec)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,

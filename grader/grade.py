@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,10 @@ from grader.judge.judging import counterfactuals, judge
 from grader.judge.reference import handout_namespace, reference_namespace
 from grader.report import Report
 from grader.run.notebook import UnreadableNotebook, load_notebook
+from grader.run.observe import CallPlan, observe
 from grader.run.sandbox import choose_sandbox
-from grader.run.session import CallPlan, KernelManagerFactory, Limits, observe
+from grader.run.session import KernelManagerFactory
+from grader.settings import Limits
 from grader.spec import AssignmentSpec, ContrastCheck, FunctionSpec, SpecError, Timeouts
 from grader.wire import Call
 
@@ -26,10 +27,11 @@ from grader.wire import Call
 def limits_for(spec: AssignmentSpec, cell_timeout_s: float | None = None,
                call_timeout_s: float | None = None, **overrides: Any) -> Limits:
     """The spec's timeouts, unless the command line overrides them; other limits likewise
-    from `overrides` (Limits fields; None keeps the default)."""
-    return replace(Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
-                          call_timeout_s=call_timeout_s or spec.timeouts.call_s),
-                   **{k: v for k, v in overrides.items() if v is not None})
+    from `overrides` (Limits fields; None keeps the default). Raises ValidationError for a
+    value Limits refuses."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Limits(cell_timeout_s=cell_timeout_s or spec.timeouts.cell_s,
+                  call_timeout_s=call_timeout_s or spec.timeouts.call_s, **given)
 
 
 def _notes(nb: NotebookNode, spec: AssignmentSpec) -> list[str]:
@@ -54,8 +56,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                          sandbox: str = "none", public: bool = False) -> Report:
     """The report for one notebook file; an unreadable file gets an `invalid` report.
 
-    Kernels start in the sandbox `limits.sandbox` chooses, and the report names the one used;
-    a caller that brings its own `km_factory` names its sandbox in `sandbox`.
+    Kernels start in the sandbox `limits.sandbox` asks for, chosen here (choose_sandbox), and
+    the report names the one used; a caller that chose it already, or brings kernels of its
+    own, passes its `km_factory` and names its sandbox in `sandbox`.
 
     `public` grades without the answer key (a student's self-check); so does a course whose
     reference notebook is not installed.

@@ -35,6 +35,10 @@ def safe_strings(value: Any) -> Any:
     return value
 
 
+# The longest text (a type's name, an exception's message) a value may carry: the harness cuts
+# every text it sends to this length, and the models accept no longer one.
+MAX_TEXT = 500
+
 # Non-finite floats travel as strings because JSON has no NaN or infinity.
 WireFloat = float | Literal["nan", "inf", "-inf"]
 
@@ -45,8 +49,8 @@ class _Wire(BaseModel):
 
 class Number(_Wire):
     kind: Literal["number"]
-    type: str = Field(max_length=200)
-    dtype: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
+    dtype: str = Field(max_length=MAX_TEXT)
     value: WireFloat
 
 
@@ -56,8 +60,8 @@ MAX_ITEMS = 100_000
 
 class Array(_Wire):
     kind: Literal["array"]
-    type: str = Field(max_length=200)
-    dtype: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
+    dtype: str = Field(max_length=MAX_TEXT)
     shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
     data: list[WireFloat] = Field(max_length=MAX_ITEMS)
 
@@ -77,7 +81,7 @@ class DictValue(_Wire):
     """A dict with string keys, each mapped to a number or an array (e.g. parameters by name)."""
 
     kind: Literal["dict"]
-    type: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
     entries: dict[Annotated[str, Field(max_length=100)], Number | Array] = Field(
         max_length=MAX_ENTRIES)
 
@@ -86,7 +90,7 @@ class SequenceValue(_Wire):
     """A tuple or list that is not one array, e.g. (parameters, cost history)."""
 
     kind: Literal["sequence"]
-    type: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
     items: list[Number | Array | DictValue] = Field(max_length=MAX_ENTRIES)
 
 
@@ -96,29 +100,29 @@ class NoneValue(_Wire):
 
 class Unsupported(_Wire):
     kind: Literal["unsupported"]
-    type: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
 
 
 class TooLarge(_Wire):
     kind: Literal["too_large"]
-    type: str = Field(max_length=200)
+    type: str = Field(max_length=MAX_TEXT)
     size: int
 
 
 class Raised(_Wire):
     kind: Literal["raised"]
-    type: str = Field(max_length=200)
-    message: str = Field(max_length=2000)
+    type: str = Field(max_length=MAX_TEXT)
+    message: str = Field(max_length=MAX_TEXT)
 
 
 class NotImplementedOutcome(_Wire):
     kind: Literal["not_implemented"]
-    message: str = Field(max_length=2000)
+    message: str = Field(max_length=MAX_TEXT)
 
 
 class Missing(_Wire):
     kind: Literal["missing"]
-    found: str | None = Field(default=None, max_length=200,
+    found: str | None = Field(default=None, max_length=MAX_TEXT,
                               description="The type of what the name holds, if not a function.")
 
 
@@ -152,7 +156,7 @@ MAX_STAND_IN_CALLS = 16
 class StandInCall(_Wire):
     """One call a student function made to a stand-in: the values it passed, as encoded then."""
 
-    function: str = Field(max_length=200)
+    function: str = Field(max_length=MAX_TEXT)
     arguments: list[Value] = Field(max_length=32)
 
 

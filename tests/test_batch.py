@@ -16,7 +16,6 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from grader.outputs.html import feedback_html
 from grader.outputs.progress import Verbosity
 from grader.outputs.summary import class_summary
 from grader.report import Report
-from grader.run.session import Limits
+from grader.settings import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import ROOT, submission
 from tests.test_cli import unsafe_text_notebook
@@ -540,7 +539,7 @@ def test_a_report_is_graded_again_when_anything_that_could_change_it_changes(
 
     def graded_again(sandbox: str = "bwrap+landlock", **limits) -> bool:
         before = _rows(out).get("ada")
-        assert grade_class(source, out, spec, replace(Limits(), **limits),
+        assert grade_class(source, out, spec, Limits(**limits),
                            verbosity=Verbosity.QUIET, km_factory=no_kernel,
                            sandbox=sandbox) == 0
         return _rows(out)["ada"] != before

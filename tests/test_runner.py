@@ -11,7 +11,7 @@ import pytest
 
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
-from grader.run.session import Limits
+from grader.settings import Limits
 from grader.spec import AssignmentSpec
 from tests.notebooks import submission
 

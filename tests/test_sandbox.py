@@ -23,15 +23,16 @@ from pathlib import Path
 
 import pytest
 
-from grader import files
 from grader.classrun.batch import grade_class
 from grader.cli import main
-from grader.files import remove_scratch, remove_tree, scratch_dir, sweep_scratch
+from grader.files import remove_tree
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report
+from grader.run import processes
+from grader.run.processes import remove_scratch, scratch_dir, sweep_scratch
 from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
 from grader.run.sandbox.confinement import syscall_numbers
-from grader.run.session import Limits
+from grader.settings import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import CORRECT, ROOT, submission
 
@@ -399,9 +400,9 @@ def test_thousands_of_nested_folders_break_neither_the_clean_up_nor_the_next_run
 
 def _dead_run(base: Path) -> Path:
     """The folder of a run that was killed: its lock is free, and a kernel littered it."""
-    folder = base / f"grader-{os.urandom(8).hex()}"
+    folder = base / processes.leftover_name(os.urandom(8).hex())
     (folder / "run-x" / "work").mkdir(parents=True)
-    (folder / files.LOCK).touch()
+    (folder / processes.LOCK).touch()
     _litter(folder / "run-x" / "work", files=1000)
     return folder
 
@@ -412,7 +413,7 @@ def test_a_sweep_removes_a_killed_runs_folder_and_never_a_live_ones(private_tmp)
     # says that it lives.
     live = subprocess.Popen(
         [sys.executable, "-c", "import sys, tempfile; tempfile.tempdir = sys.argv[1]\n"
-         "from grader.files import scratch_dir\nprint(scratch_dir('run'), flush=True)\n"
+         "from grader.run.processes import scratch_dir\nprint(scratch_dir('run'), flush=True)\n"
          "sys.stdin.read()", str(private_tmp)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -432,7 +433,7 @@ def test_a_sweep_removes_a_killed_runs_folder_and_never_a_live_ones(private_tmp)
 def test_a_folder_that_would_not_go_is_a_warning_not_a_failed_run(
         spec, tmp_path, private_tmp, monkeypatch, capsys):
     dead = _dead_run(private_tmp)
-    monkeypatch.setattr(files, "remove_tree", lambda path: [f"{path}: Device or resource busy"]
+    monkeypatch.setattr(processes, "remove_tree", lambda path: [f"{path}: Device or resource busy"]
                         if path == dead else remove_tree(path))
     source = tmp_path / "class"
     source.mkdir()
@@ -446,7 +447,7 @@ def test_a_folder_that_would_not_go_is_a_warning_not_a_failed_run(
 def test_a_lock_is_never_shown_free_while_its_run_lives(private_tmp):
     folder = scratch_dir("run")
     try:
-        fd = os.open(folder.parent / files.LOCK, os.O_RDONLY)
+        fd = os.open(folder.parent / processes.LOCK, os.O_RDONLY)
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
@@ -461,10 +462,10 @@ def test_what_would_not_go_at_the_end_of_a_run_is_swept_by_the_next(private_tmp,
     folder = scratch_dir("run")
     (folder / "stuck").write_text("x")
     with monkeypatch.context() as patch, pytest.warns(RuntimeWarning, match="could not remove"):
-        patch.setattr(files, "remove_tree", lambda path: [f"{path}: Device or resource busy"])
+        patch.setattr(processes, "remove_tree", lambda path: [f"{path}: Device or resource busy"])
         remove_scratch(folder)
     run = folder.parent
-    assert (run / files.LOCK).exists()  # left for a sweep, which takes it now that it is free
+    assert (run / processes.LOCK).exists()  # left for a sweep, which takes it now that it is free
     assert sweep_leftovers() == []
     assert not run.exists()
 

@@ -12,7 +12,7 @@ import pytest
 from grader.judge.cases import code, make_cases
 from grader.judge.reference import reference_namespace
 from grader.report import Report, TestStatus
-from grader.run.session import _literal
+from grader.run.channel import literal
 from grader.spec import find_spec
 from tests.notebooks import ROOT, grade_all, only_loses, submission
 
@@ -234,7 +234,7 @@ def test_nan_weights_satisfy_no_comparison_between_calls(reports):
 
 def test_a_code_argument_is_the_same_function_in_the_kernel_and_in_the_grader():
     f = code("lambda x: np.sum(np.sin(x)) + x @ A @ x", A=np.eye(2))
-    kind, source, constants = eval(_literal(f))
+    kind, source, constants = eval(literal(f))
     assert kind == "code" and source == f.source
     scope = {"np": np} | {k: np.array(v) for k, v in constants.items()}
     in_kernel = eval(source, scope)
@@ -247,4 +247,4 @@ def test_spec_ints_reach_the_kernel_as_ints():
     for case in cases:
         for name in ("hidden", "epochs", "seed"):
             assert type(case.variables[name]) is int, (case.label, name)
-            assert _literal(case.variables[name]) == str(case.variables[name])
+            assert literal(case.variables[name]) == str(case.variables[name])

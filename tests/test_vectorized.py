@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from grader.report import Report, TestKind, TestStatus
-from grader.run.session import _literal
+from grader.run.channel import literal
 from grader.spec import find_spec
 from grader.wire import CallMessage, as_plain
 from tests.notebooks import ROOT, grade_all, only_loses, submission
@@ -218,10 +218,10 @@ def test_dict_values_from_the_kernel_are_validated_strictly():
 
 
 def test_arguments_are_written_as_literals_the_harness_decodes():
-    assert _literal(3) == "3"
-    assert _literal(3.0) == "3.0"
-    assert eval(_literal({"W1": [[1.0, 2.0]], "b": 0.5})) == {"W1": [[1.0, 2.0]], "b": 0.5}
+    assert literal(3) == "3"
+    assert literal(3.0) == "3.0"
+    assert eval(literal({"W1": [[1.0, 2.0]], "b": 0.5})) == {"W1": [[1.0, 2.0]], "b": 0.5}
     with pytest.raises(ValueError):
-        _literal({1: 2.0})
+        literal({1: 2.0})
     with pytest.raises(ValueError):
-        _literal({"a": float("nan")})
+        literal({"a": float("nan")})

@@ -36,7 +36,8 @@ from grader.outputs.plot import write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
 from grader.run.sandbox import choose_sandbox, sweep_leftovers
-from grader.run.session import KernelManagerFactory, Limits
+from grader.run.session import KernelManagerFactory
+from grader.settings import Limits
 from grader.spec import AssignmentSpec
 from grader.wire import safe_text
 

@@ -9,14 +9,13 @@ import hashlib
 import importlib.metadata
 import json
 import platform
-from dataclasses import asdict
 from pathlib import Path
 
 import grader
 from grader import __version__
 from grader.classrun.sources import file_sha256
 from grader.judge.cases import keyed_seed
-from grader.run.session import Limits
+from grader.settings import Limits
 from grader.spec import AssignmentSpec
 
 
@@ -55,7 +54,7 @@ def grading_settings(limits: Limits, sandbox: str) -> str:
     versions. A stored report is reused only while they are the same."""
     settings = {
         # The sandbox asked for (auto, say) matters only through the one it chose.
-        "limits": {name: value for name, value in asdict(limits).items() if name != "sandbox"},
+        "limits": limits.model_dump(exclude={"sandbox"}),
         "sandbox": sandbox,
         # A class is always graded against the answer key: grade_class refuses to start
         # without the reference notebook.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from grader.errors import GraderError
-from grader.files import remove_scratch, scratch_dir
+from grader.run.processes import remove_scratch, scratch_dir
 
 # Caps on what a zip may unpack to; a platform's bulk download of a large class stays far below.
 ZIP_MAX_MEMBERS = 20_000

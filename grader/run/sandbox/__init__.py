@@ -43,7 +43,7 @@ from jupyter_client.kernelspec import KernelSpec
 from traitlets import Dict, Integer, List, Unicode
 
 from grader.errors import GraderError
-from grader.files import (
+from grader.run.processes import (
     MARKER,
     kernel_marker,
     kill_processes,
@@ -59,9 +59,9 @@ from grader.run.sandbox.confinement import (
     seccomp_filter,
     syscall_numbers,
 )
-from grader.run.session import GraderKernelManager, KernelManagerFactory, Limits
+from grader.run.session import GraderKernelManager, KernelManagerFactory
+from grader.settings import SANDBOXES, Limits
 
-SANDBOXES = ("auto", "bwrap", "landlock", "none")
 HOME, TMP = "/home/student", "/var/tmp"  # inside bubblewrap
 # Throwaway uids for kernels, far above the ranges distributions hand out (users, subuids).
 _UID_BASE, _UID_SPAN = 1_500_000_000, 100_000_000

@@ -2,11 +2,12 @@
 everything it starts.
 
 Where the grader may make cgroups (root, a cgroup filesystem with the memory, pids or cpu
-controller, v1 or v2), each kernel gets a group of its own per controller, named
-grader-<kernel marker>: its processes share one memory limit (the address-space rlimit holds
-each process alone) and one process limit (RLIMIT_NPROC counts per uid, and not at all for uid
-0), and they compete for the CPU as one, so that a notebook that starts 48 busy processes still
-gets only one kernel's share and cannot push a neighbour past its timeouts.
+controller, v1 or v2), each kernel gets a group of its own per controller, named after its
+marker (grader.run.processes.leftover_name): its processes share one memory limit (the
+address-space rlimit holds each process alone) and one process limit (RLIMIT_NPROC counts per
+uid, and not at all for uid 0), and they compete for the CPU as one, so that a notebook that
+starts 48 busy processes still gets only one kernel's share and cannot push a neighbour past
+its timeouts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import re
 import signal
 import time
 from pathlib import Path
+
+from grader.run.processes import leftover_name
 
 CONTROLLERS = ("memory", "pids", "cpu")
 # A kernel's share of the CPU against its neighbours': the controllers' defaults, written out
@@ -69,7 +72,7 @@ def kernel_cgroups(marker: str, memory_bytes: int, processes: int) -> dict[str, 
     wanted: dict[Path, dict[str, int]] = {}
     controllers: dict[Path, list[str]] = {}
     for controller, (mount, version) in hierarchies().items():
-        group = mount / f"grader-{marker}"
+        group = mount / leftover_name(marker)
         wanted.setdefault(group, {}).update(_settings(controller, version, memory_bytes, processes))
         controllers.setdefault(group, []).append(controller)
     made: dict[str, Path] = {}
@@ -123,7 +126,7 @@ def release_run(token: str) -> list[str]:
     problems = []
     for mount, _version in set(hierarchies().values()):
         with contextlib.suppress(OSError):
-            for group in mount.glob(f"grader-{token}-*"):
+            for group in mount.glob(leftover_name(f"{token}-*")):
                 remove_cgroup(group)
                 if group.exists():
                     problems.append(f"cgroup {group} would not go")

@@ -1,0 +1,95 @@
+"""Observe a submission: run its cells in a fresh kernel, then call its functions as planned."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from grader.report import CellProblem
+from grader.run.cells import Cells
+from grader.run.channel import HarnessChannel
+from grader.run.messages import KernelLost
+from grader.run.processes import remove_scratch, scratch_dir
+from grader.run.session import KernelManagerFactory, KernelSession
+from grader.settings import Limits
+from grader.wire import Call, KernelDied
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Call `function` on each argument list; the outcomes are filed under `key`.
+
+    `stand_ins` maps the name of another function to one value per argument list: during each
+    call that name answers with that value (see HarnessChannel.call).
+    """
+
+    key: str
+    function: str
+    arguments: list[list[Any]]
+    stand_ins: dict[str, list[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Observations:
+    """Everything the judge learns from the kernel: plain values and what went wrong where."""
+
+    calls: dict[str, list[Call]] = field(default_factory=dict)
+    cells: list[CellProblem] = field(default_factory=list)
+    output_dropped_bytes: int = 0
+
+
+def _plans_then(plans: Sequence[CallPlan],
+                then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None,
+                observations: Observations) -> Iterator[CallPlan]:
+    """`plans`, then the plans `then` makes of their outcomes once every one of them is in."""
+    yield from plans
+    if then is not None:
+        yield from then(dict(observations.calls))
+
+
+async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
+                  km_factory: KernelManagerFactory,
+                  submission: Path | None = None,
+                  then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None = None
+                  ) -> Observations:
+    """Run the notebook's code cells, then carry out each call plan in order.
+
+    A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
+    the cells that ran. `km_factory` makes each kernel's manager: grader.run.sandbox chooses one
+    with the limits and confinement the machine allows. `then`, given the outcomes of every
+    plan, returns more plans to carry out in the same kernel after them.
+    """
+    observations = Observations()
+    runtime = scratch_dir("run")
+    workdir = runtime / "work"
+    workdir.mkdir()
+    if submission is not None:
+        shutil.copy2(submission, workdir / submission.name)
+    session = KernelSession(nb, limits, km_factory, runtime, workdir)
+    cells = Cells(session, limits, observations.cells)
+    channel = HarnessChannel(session)
+    try:
+        await session.start()
+        alive = await cells.run()
+        for plan in _plans_then(plans, then, observations):
+            if not alive:
+                observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                                for _ in plan.arguments]
+                continue
+            try:
+                observations.calls[plan.key] = await channel.call(plan.function, plan.arguments,
+                                                                  plan.stand_ins)
+            except KernelLost as lost:
+                observations.calls[plan.key] = lost.calls or [
+                    Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]
+                alive = await cells.restart()
+    finally:
+        await session.stop()
+        remove_scratch(runtime)
+    observations.output_dropped_bytes = session.dropped_bytes
+    return observations
