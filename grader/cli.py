@@ -8,7 +8,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from grader import __version__
@@ -209,15 +209,24 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 # A limit of zero or less would not mean "no limit": a kernel without memory or time fails
 # in ways that look like the student's fault, so such values are refused before any grading.
-def _positive_int(text: str) -> int:
-    """A whole number of at least 1 (a count, or a size in MiB or bytes)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def _whole(minimum: int, what: str) -> Callable[[str], int]:
+    """An argument type: a whole number of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__doc__ = what
+    return parse
+
+
+_positive_int = _whole(1, "A whole number of at least 1 (a count, or a size in MiB or bytes).")
+_seed = _whole(0, "A whole number of at least 0, as numpy's random generators take.")
 
 
 def _positive_seconds(text: str) -> float:
@@ -232,15 +241,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _seed(text: str) -> int:
-    """A whole number of at least 0, as numpy's random generators take."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
-    return value
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:

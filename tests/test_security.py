@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import json
 import os
-import re
 import resource
 import shutil
 import socket
@@ -28,6 +27,7 @@ import pytest
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
+from grader.run import processes
 from grader.run import sandbox as sandbox_module
 from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox
 from grader.spec import AssignmentSpec
@@ -310,25 +310,34 @@ def test_a_50_mb_print_costs_the_grader_no_memory(tmp_path):
 
 # --- dead kernels -----------------------------------------------------------------------------
 
-def _kernel_cgroups() -> set[Path]:
-    """The cgroups of this grader's kernels, across the machine's hierarchies."""
+def _kernel_cgroups(tokens: list[str]) -> set[Path]:
+    """The cgroups of the kernels of these runs, across the machine's hierarchies (other
+    programs grading on the machine have cgroups of their own)."""
     return {group for mount, _version in set(cgroups.hierarchies().values())
-            for group in mount.glob("grader-*-*")
-            if re.fullmatch(r"grader-[0-9a-f]{16}-[0-9a-f]{12}", group.name)}
+            for token in tokens for group in mount.glob(f"grader-{token}-*")}
 
 
-def test_a_kernel_lost_on_a_later_case_keeps_the_earlier_cases(spec, tmp_path):
+def test_a_kernel_lost_on_a_later_case_keeps_the_earlier_cases(spec, tmp_path, monkeypatch):
     body = ("if np.ndim(z1) == 2:\n    import ctypes\n    ctypes.string_at(0)\n"
             "return delta2 * w2 * sigmoid_prime(z1)")
-    groups_before = _kernel_cgroups()
+    tokens = [processes.RUN_FOLDER.fullmatch(run.folder.name).group(1)
+              for (pid, _), run in processes._runs.items() if pid == os.getpid()]
+    open_run = processes._open_run
+
+    def recorded(base: Path) -> processes._Run:
+        run = open_run(base)
+        tokens.append(processes.RUN_FOLDER.fullmatch(run.folder.name).group(1))
+        return run
+
+    monkeypatch.setattr(processes, "_open_run", recorded)
     report = _grade(spec, submission(tmp_path, "late", bodies={"delta1": body}), sandbox="auto")
-    delta1 = {t.name.split(": ", 1)[1]: t.status for t in report.tests if t.function == "delta1"}
+    delta1 = {t.group: t.status for t in report.tests if t.function == "delta1"}
     assert delta1["examples"] == delta1["scalar"] == delta1["vector"] == "passed"
     assert delta1["matrix"] == "kernel_died"
     # The kernel came back for the functions after it.
     assert _scores(report)["update"] == 5
-    # A kernel that died by itself is cleaned up too: no cgroup of ours is left.
-    assert _kernel_cgroups() <= groups_before
+    # A kernel that died by itself is cleaned up too: no cgroup of its run is left.
+    assert tokens and not _kernel_cgroups(tokens)
 
 
 def test_a_module_written_to_shadow_the_kernel_does_not_stop_the_report(spec, tmp_path):

@@ -1,0 +1,1 @@
+"""Run a submission: read it, start a sandboxed kernel, run its cells, call its functions."""
