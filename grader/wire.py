@@ -69,6 +69,10 @@ class Array(_Wire):
     def _size_matches_shape(self) -> Array:
         if math.prod(self.shape) != len(self.data):
             raise ValueError("array data does not match its shape")
+        # An empty array can still claim a shape numpy cannot make ((2**62, 2**62, 0)): bound
+        # every dimension as if the others held one item each.
+        if math.prod(max(n, 1) for n in self.shape) > MAX_ITEMS:
+            raise ValueError("array shape is larger than any result may be")
         return self
 
 

@@ -188,6 +188,9 @@ class TestWirePayloads:
         {"kind": "number", "type": "float", "dtype": "float", "value": 0.25, "passed": True},
         {"kind": "array", "type": "ndarray", "dtype": "float64", "shape": [2, 2], "data": [1.0]},
         {"kind": "verdict", "status": "passed"},
+        # Empty, yet a shape numpy cannot make: it would crash the judge, not fail the test.
+        {"kind": "array", "type": "ndarray", "dtype": "float64", "shape": [2**62, 2**62, 0],
+         "data": []},
     ])
     def test_malformed_or_forged_payloads_are_rejected(self, payload):
         with pytest.raises(ValidationError):

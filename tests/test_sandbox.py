@@ -100,6 +100,18 @@ def unix_connect():
     server.bind("\\0grader-probe-" + str(os.getpid()))
     server.listen()
     socket.socket(socket.AF_UNIX).connect("\\0grader-probe-" + str(os.getpid()))
+def metadata(path):  # try to change a file's mode, times and attributes: which changed
+    before = os.stat(path)
+    os.chmod(path, 0o4777)
+    os.utime(path, (0, 0))
+    try:
+        os.setxattr(path, "user.grader", b"1")
+        xattr = os.getxattr(path, "user.grader") == b"1"
+    except OSError:
+        xattr = False
+    after = os.stat(path)
+    return {"mode": after.st_mode != before.st_mode, "times": after.st_mtime != before.st_mtime,
+            "xattr": xattr}
 ipc = os.path.dirname(CONNECTION)
 seen = {
     "add_key": call("add_key", 0, 0, 0, 0, -3),
@@ -127,6 +139,7 @@ seen = {
     "list_root": attempt(lambda: os.listdir("/")),
     "write_home": attempt(lambda: open(os.path.expanduser("~/x"), "w").write("x")),
     "write_tmpdir": attempt(lambda: open(os.environ["TMPDIR"] + "/x", "w").write("x")),
+    "metadata": metadata(os.path.expanduser("~/x")),
     "write_tmp": attempt(lambda: open("/tmp/grader-probe-x", "w").write("x")),
     "mkdir_ipc": attempt(lambda: os.mkdir(ipc + "/nested")),
     "file_in_ipc": attempt(lambda: open(ipc + "/planted", "w").write("x")),
@@ -180,6 +193,10 @@ def test_a_confined_kernel_keeps_to_its_own_files_and_reaches_no_host_facility(m
     assert seen["list_root"] == "EACCES"
     assert seen["write_tmp"] in ("EACCES", "EROFS", "ENOENT")
     assert seen["mkdir_ipc"] == seen["file_in_ipc"] == "EACCES"
+    # No change to any file's metadata, which Landlock does not govern: as uid 0 (the landlock
+    # sandbox where no other uid can run the interpreter) it would reach every root-owned file.
+    # The calls seem to succeed (IPython's shutil.copy needs chmod to) and change nothing.
+    assert seen["metadata"] == {"mode": False, "times": False, "xattr": False}
     # No signal outside itself (bubblewrap: the grader is not even visible).
     assert seen["signal_grader"] in ("EPERM", "ESRCH")
 
@@ -192,6 +209,7 @@ def test_unconfined_the_same_probe_reaches_everything(private_tmp):
     assert seen["tcp"] == seen["udp"] == seen["unix_connect"] == "ok"
     assert seen["read_system_file"] == seen["read_course"] == seen["list_root"] == "ok"
     assert seen["mkdir_ipc"] == seen["file_in_ipc"] == "ok"
+    assert seen["metadata"]["mode"] and seen["metadata"]["times"]
 
 
 KEYRING_WRITER = """

@@ -124,6 +124,10 @@ _X86_64 = {
     "lookup_dcookie": 212,
     "settimeofday": 164, "clock_settime": 227, "adjtimex": 159, "clock_adjtime": 305,
     "open_by_handle_at": 304, "name_to_handle_at": 303,
+    "chmod": 90, "fchmod": 91, "fchmodat": 268, "fchmodat2": 452, "chown": 92, "fchown": 93,
+    "lchown": 94, "fchownat": 260, "utime": 132, "utimes": 235, "futimesat": 261,
+    "utimensat": 280, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "setxattrat": 463,
+    "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "removexattrat": 466,
     "connect": 42, "clone": 56, "clone3": 435, "socket": 41, "socketpair": 53,
 }
 _AARCH64 = {
@@ -147,6 +151,10 @@ _AARCH64 = {
     "lookup_dcookie": 18,
     "settimeofday": 170, "clock_settime": 112, "adjtimex": 171, "clock_adjtime": 266,
     "open_by_handle_at": 265, "name_to_handle_at": 264,
+    # arm64 has only the *at forms (and fchmod, fchown) of these.
+    "fchmod": 52, "fchmodat": 53, "fchmodat2": 452, "fchownat": 54, "fchown": 55,
+    "utimensat": 88, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "setxattrat": 463,
+    "removexattr": 14, "lremovexattr": 15, "fremovexattr": 16, "removexattrat": 466,
     "connect": 203, "clone": 220, "clone3": 435, "socket": 198, "socketpair": 199,
 }
 # AUDIT_ARCH_* of linux/audit.h: a filter checks it first, or a 64-bit process could reach the
@@ -157,6 +165,17 @@ _X32_BIT = 0x40000000  # x86_64's x32 ABI: the same calls under other numbers
 _RET_KILL_PROCESS, _RET_ERRNO, _RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
 _LD_ABS, _JEQ, _JGE, _JSET, _AND, _RET = 0x20, 0x15, 0x35, 0x45, 0x54, 0x06
 _NR, _ARCH, _ARG0, _ARG1 = 0, 4, 16, 24  # offsets in struct seccomp_data (low words)
+# A file's metadata: Landlock governs opening, writing and making files, not their modes,
+# owners, times or extended attributes, and a process may change those of every file it owns
+# (uid 0 owns most of the machine's; a throwaway uid its IPC folder). These calls do nothing and
+# report success: IPython copies a file into its profile with shutil.copy, whose chmod must not
+# stop the kernel, and no notebook needs a file's metadata changed.
+IGNORED = (
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "futimesat", "utimensat",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    "removexattr", "lremovexattr", "fremovexattr", "removexattrat",
+)
 _CLONE_NEW_NAMESPACES = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _AF_UNIX, _SOCK_STREAM, _SOCK_TYPE_MASK = 1, 1, 0xF
 
@@ -171,7 +190,8 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
     """The kernel's seccomp filter as a BPF program (struct sock_filter[]); None on an
     architecture this module has no numbers for.
 
-    It fails with EPERM every call in DENIED and clone with a flag that makes a namespace;
+    It fails with EPERM every call in DENIED and clone with a flag that makes a namespace, skips
+    every call in IGNORED as if it had succeeded;
     clone3, whose flags a filter cannot read, with ENOSYS, so that the C library falls back to
     clone; and socket and socketpair of any kind but a Unix stream socket (no network, no
     datagram sent to a Unix socket of the machine) with EOPNOTSUPP, the one error for which
@@ -191,8 +211,10 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
                (_LD_ABS, 0, 0, _NR)]
     if audit_arch == _ARCHES["x86_64"][0]:
         program += [(_JGE, 0, 1, _X32_BIT), deny(errno.EPERM)]
-    for name in DENIED:
-        program += [(_JEQ, 0, 1, numbers[name]), deny(errno.EPERM)]
+    for names, code in ((DENIED, errno.EPERM), (IGNORED, 0)):  # errno 0: skipped, "succeeded"
+        for name in names:
+            if name in numbers:  # an architecture without a call has nothing to refuse
+                program += [(_JEQ, 0, 1, numbers[name]), deny(code)]
     program += [(_JEQ, 0, 1, numbers["clone3"]), deny(errno.ENOSYS)]
     program += [(_JEQ, 0, 4, numbers["clone"]), (_LD_ABS, 0, 0, _ARG0),
                 (_JSET, 0, 1, _CLONE_NEW_NAMESPACES), deny(errno.EPERM), allow]
