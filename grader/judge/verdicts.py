@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.cases import Case, Code
+from grader.judge.cases import Case
 from grader.judge.closeness import (
     compare,
     describe,
@@ -28,6 +28,7 @@ from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibili
 from grader.spec import (
     AssignmentSpec,
     CaseSet,
+    Code,
     ContrastCheck,
     FunctionSpec,
     GradientCheck,

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from grader.judge.cases import Code
 from grader.run.messages import KernelLost
 from grader.run.session import CellClient, KernelSession
+from grader.spec import Code
 from grader.wire import (
     MAX_ARGUMENTS,
     MAX_ENTRIES,
