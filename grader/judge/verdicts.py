@@ -276,7 +276,7 @@ def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeou
     """
     pairs = []
     for case, call in zip(cases, calls, strict=True):
-        if case.case_set is CaseSet.EXAMPLES:
+        if case.visible:
             continue
         verdict = call_verdict(f.name, call, timeout_s)
         if verdict.got is not None and not finite(verdict.got):
