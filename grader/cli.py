@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from grader import __version__
 from grader.errors import (
@@ -37,25 +39,25 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                            if one_notebook else " (required)"))
     p.add_argument("--course", type=Path, metavar="DIR",
                    help="folder holding assignments/ and solutions/ (default: this checkout)")
-    p.add_argument("--cell-timeout", type=_positive_seconds, metavar="S",
+    p.add_argument("--cell-timeout", type=_limit("cell_timeout_s"), metavar="S",
                    help=f"{help_text('cell_timeout_s')} (default: the spec's)")
-    p.add_argument("--call-timeout", type=_positive_seconds, metavar="S",
+    p.add_argument("--call-timeout", type=_limit("call_timeout_s"), metavar="S",
                    help=f"{help_text('call_timeout_s')} (default: the spec's)")
     p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
                    help=help_text("sandbox"))
-    p.add_argument("--memory", type=_positive_int, metavar="MIB",
+    p.add_argument("--memory", type=_limit("memory_bytes"), metavar="MIB",
                    help=f"{help_text('memory_bytes')}, MiB "
                         f"(default {default('memory_bytes') >> 20})")
-    p.add_argument("--cpu-time", type=_positive_seconds, metavar="S",
+    p.add_argument("--cpu-time", type=_limit("cpu_s"), metavar="S",
                    help=f"{help_text('cpu_s')} (default {default('cpu_s'):g})")
-    p.add_argument("--file-size", type=_positive_int, metavar="MIB",
+    p.add_argument("--file-size", type=_limit("file_bytes"), metavar="MIB",
                    help=f"{help_text('file_bytes')}, MiB (default {default('file_bytes') >> 20})")
-    p.add_argument("--processes", type=_positive_int, metavar="N",
+    p.add_argument("--processes", type=_limit("processes"), metavar="N",
                    help=f"{help_text('processes')} (default {default('processes')})")
-    p.add_argument("--notebook-timeout", type=_positive_seconds, metavar="S",
+    p.add_argument("--notebook-timeout", type=_limit("notebook_timeout_s"), metavar="S",
                    help=f"{help_text('notebook_timeout_s')} "
                         f"(default {default('notebook_timeout_s'):g})")
-    p.add_argument("--output-limit", type=_positive_int, metavar="BYTES",
+    p.add_argument("--output-limit", type=_limit("output_bytes"), metavar="BYTES",
                    help=f"{help_text('output_bytes')} (default {default('output_bytes')})")
 
 
@@ -207,8 +209,6 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_FULL if report.score >= report.max_score else EXIT_PARTIAL
 
 
-# A limit of zero or less would not mean "no limit": a kernel without memory or time fails
-# in ways that look like the student's fault, so such values are refused before any grading.
 def _whole(minimum: int, what: str) -> Callable[[str], int]:
     """An argument type: a whole number of at least `minimum`."""
 
@@ -225,22 +225,33 @@ def _whole(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-_positive_int = _whole(1, "A whole number of at least 1 (a count, or a size in MiB or bytes).")
+_positive_int = _whole(1, "A whole number of at least 1 (a count).")
 _seed = _whole(0, "A whole number of at least 0, as numpy's random generators take.")
 
 
-def _positive_seconds(text: str) -> float:
-    """A finite number of seconds greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0, "
-                                         f"not {text}")
-    return value
+def _limit(field: str) -> Callable[[str], Any]:
+    """An argument type for a Limits field: its number type, checked against the field's own
+    constraints, so that a limit Limits would refuse is refused before any grading. Options in
+    MiB are checked before scaling, which keeps their sign."""
+    info = Limits.model_fields[field]
+    kind = info.annotation
+    assert kind is int or kind is float
+    adapter = TypeAdapter(Annotated[kind, *info.metadata])
+    noun = "a whole number" if kind is int else "a number of seconds"
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, not {text!r}") from None
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as refused:
+            rule = refused.errors()[0]["msg"].removeprefix("Input should be ")
+            raise argparse.ArgumentTypeError(f"must be {rule}, not {text}") from None
 
+    parse.__doc__ = f"A value of Limits.{field}."
+    return parse
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:

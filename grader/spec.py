@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import math
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import (
@@ -22,6 +23,34 @@ from pydantic import (
 )
 
 from grader.errors import GraderError
+
+
+class Code:
+    """A function written in a spec as source text, with named constants it may use.
+
+    A function cannot cross into the kernel as a value, so the harness defines it there from the
+    same text; the grader defines its own copy here to compute expected values. The text is
+    trusted spec text, and sees only numpy (`np`), `math` and its constants.
+    """
+
+    def __init__(self, source: str, constants: dict[str, Any]) -> None:
+        self.source = source
+        self.constants = constants
+        self._function = eval(source, {"np": np, "math": math, **constants})
+        if not callable(self._function):
+            raise ValueError(f"code {source!r} does not define a function")
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __repr__(self) -> str:
+        return f"code({self.source!r})"
+
+
+def code(source: str, **constants: Any) -> Code:
+    """The spec's way to declare a function argument: code('lambda x: np.sum(x ** 2)')."""
+    return Code(source, constants)
+
 
 # A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
 # stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.

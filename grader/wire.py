@@ -57,12 +57,15 @@ class Number(_Wire):
 # An array holds at most this many numbers: far more than any case calls for.
 MAX_ITEMS = 100_000
 
+# The most axes an array may have: numpy's own limit.
+MAX_DIMS = 64
+
 
 class Array(_Wire):
     kind: Literal["array"]
     type: str = Field(max_length=MAX_TEXT)
     dtype: str = Field(max_length=MAX_TEXT)
-    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=32)
+    shape: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_DIMS)
     data: list[WireFloat] = Field(max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
@@ -76,6 +79,9 @@ class Array(_Wire):
         return self
 
 
+# The longest key a dict value may have.
+MAX_KEY = 100
+
 # Containers hold at most this many entries; their values are plain numbers and arrays (a sequence
 # may also hold dicts), so the wire format has a fixed, shallow depth and nothing recursive.
 MAX_ENTRIES = 64
@@ -86,7 +92,7 @@ class DictValue(_Wire):
 
     kind: Literal["dict"]
     type: str = Field(max_length=MAX_TEXT)
-    entries: dict[Annotated[str, Field(max_length=100)], Number | Array] = Field(
+    entries: dict[Annotated[str, Field(max_length=MAX_KEY)], Number | Array] = Field(
         max_length=MAX_ENTRIES)
 
 
@@ -152,6 +158,9 @@ Value = Annotated[
     Field(discriminator="kind"),
 ]
 
+# A call, or a call to a stand-in, passes at most this many arguments that the grader reads back.
+MAX_ARGUMENTS = 32
+
 # A stand-in records at most this many calls per case; a function that calls it more often, or
 # on more values than max_items in all, shows no evidence.
 MAX_STAND_IN_CALLS = 16
@@ -161,7 +170,7 @@ class StandInCall(_Wire):
     """One call a student function made to a stand-in: the values it passed, as encoded then."""
 
     function: str = Field(max_length=MAX_TEXT)
-    arguments: list[Value] = Field(max_length=32)
+    arguments: list[Value] = Field(max_length=MAX_ARGUMENTS)
 
 
 class CallMessage(_Wire):
@@ -175,7 +184,7 @@ class CallMessage(_Wire):
     function: str
     case: int = Field(ge=-1)
     outcome: Outcome
-    after: list[Value | None] = Field(default_factory=list, max_length=32)
+    after: list[Value | None] = Field(default_factory=list, max_length=MAX_ARGUMENTS)
     stand_in_calls: list[StandInCall] = Field(default_factory=list,
                                               max_length=MAX_STAND_IN_CALLS)
     stand_in_overflow: bool = Field(False, description="The stand-ins were called more often, "
@@ -191,8 +200,8 @@ class Call(_Wire):
     """
 
     outcome: Outcome
-    mutated: list[Annotated[int, Field(ge=0, le=31)]] = Field(default_factory=list,
-                                                               max_length=32)
+    mutated: list[Annotated[int, Field(ge=0, lt=MAX_ARGUMENTS)]] = Field(
+        default_factory=list, max_length=MAX_ARGUMENTS)
     stand_in_calls: list[StandInCall] = Field(default_factory=list,
                                               max_length=MAX_STAND_IN_CALLS)
     stand_in_overflow: bool = False

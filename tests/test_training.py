@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from grader.judge.cases import code, make_cases
+from grader.judge.cases import make_cases
 from grader.judge.reference import reference_namespace
 from grader.report import Report, TestStatus
 from grader.run.channel import literal
-from grader.spec import find_spec
+from grader.spec import code, find_spec
 from tests.notebooks import ROOT, grade_all, only_loses, submission
 
 SPEC = find_spec("training_and_gradient_check")

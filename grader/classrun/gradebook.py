@@ -108,10 +108,14 @@ class Gradebook:
         try:
             # isolation_level=None: transactions are opened explicitly, one per recorded report.
             self._db = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise GradebookError(f"cannot open gradebook {path}: {exc}") from None
+        try:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             tables = self._db.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'reports'").fetchone()[0]
             if tables and version not in (*_MIGRATIONS, SCHEMA_VERSION):
+                self._db.close()
                 raise GradebookError(
                     f"{path} holds gradebook schema {version}; this grader writes {SCHEMA_VERSION}")
             # WAL: a commit is one append and one fsync, and readers (an instructor's query)
@@ -132,6 +136,7 @@ class Gradebook:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             (self._secret,) = self._db.execute("SELECT value FROM secret").fetchone()
         except sqlite3.Error as exc:
+            self._db.close()
             raise GradebookError(f"cannot open gradebook {path}: {exc}") from None
         if not isinstance(self._secret, bytes) or len(self._secret) < SECRET_BYTES:
             # A secret shorter than made here was not made here: guessable cases, refused.

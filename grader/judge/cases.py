@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from grader.judge.expressions import evaluate
-from grader.spec import AssignmentSpec, CaseSet
+from grader.spec import AssignmentSpec, CaseSet, code
 
 
 @dataclass(frozen=True)
@@ -32,33 +31,6 @@ class Case:
     @property
     def label(self) -> str:
         return f"{self.case_set.value}[{self.index}]"
-
-
-class Code:
-    """A function written in a spec as source text, with named constants it may use.
-
-    A function cannot cross into the kernel as a value, so the harness defines it there from the
-    same text; the grader defines its own copy here to compute expected values. The text is
-    trusted spec text, and sees only numpy (`np`), `math` and its constants.
-    """
-
-    def __init__(self, source: str, constants: dict[str, Any]) -> None:
-        self.source = source
-        self.constants = constants
-        self._function = eval(source, {"np": np, "math": math, **constants})
-        if not callable(self._function):
-            raise ValueError(f"code {source!r} does not define a function")
-
-    def __call__(self, *args: Any) -> Any:
-        return self._function(*args)
-
-    def __repr__(self) -> str:
-        return f"code({self.source!r})"
-
-
-def code(source: str, **constants: Any) -> Code:
-    """The spec's way to declare a function argument: code('lambda x: np.sum(x ** 2)')."""
-    return Code(source, constants)
 
 
 # Seeds are stored in SQLite's signed 64-bit INTEGER: 63 bits, well beyond guessing.

@@ -79,7 +79,7 @@ def _function_tests(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
         t = reference_test(spec, f, case_set, [cases[i] for i in scope],
                            [f_calls[i] for i in scope], namespace, answers)
         f_tests.append(_with_note(t, credit_note(f, excused, scope, SET_WORDS[case_set])))
-    hidden = [i for i, c in enumerate(cases) if c.case_set is not CaseSet.EXAMPLES]
+    hidden = [i for i, c in enumerate(cases) if not c.visible]
     note = credit_note(f, excused, hidden, "hidden case")
     for check in f.gradient_checks:
         f_tests.append(_with_note(gradient_test(spec, f, check, cases, f_calls, namespace), note))

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.judge.cases import Case, Code
+from grader.judge.cases import Case
 from grader.judge.closeness import (
     compare,
     describe,
@@ -28,6 +28,7 @@ from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibili
 from grader.spec import (
     AssignmentSpec,
     CaseSet,
+    Code,
     ContrastCheck,
     FunctionSpec,
     GradientCheck,
@@ -275,7 +276,7 @@ def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeou
     """
     pairs = []
     for case, call in zip(cases, calls, strict=True):
-        if case.case_set is CaseSet.EXAMPLES:
+        if case.visible:
             continue
         verdict = call_verdict(f.name, call, timeout_s)
         if verdict.got is not None and not finite(verdict.got):

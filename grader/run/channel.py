@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from grader.judge.cases import Code
 from grader.run.messages import KernelLost
 from grader.run.session import CellClient, KernelSession
+from grader.spec import Code
 from grader.wire import (
+    MAX_ARGUMENTS,
     MAX_ENTRIES,
     MAX_ITEMS,
+    MAX_KEY,
     MAX_STAND_IN_CALLS,
     MAX_TEXT,
     Call,
@@ -68,7 +70,7 @@ class HarnessChannel:
         run = f"_grader_run_{secrets.token_hex(8)}"
         nonce = secrets.token_hex(16)
         code = (f"{HARNESS_SOURCE}\n{run} = __grader_install__({nonce!r}, {MIME!r}, "
-                f"{MAX_ITEMS}, {MAX_TEXT}, {MAX_ENTRIES}, "
+                f"{MAX_ITEMS}, {MAX_TEXT}, {MAX_ENTRIES}, {MAX_KEY}, {MAX_ARGUMENTS}, "
                 f"{MAX_STAND_IN_CALLS})\n"
                 "del __grader_install__\n")
         await self._session.execute(code, lambda _msg: None, deadline_s=limits.startup_timeout_s)

@@ -4,8 +4,8 @@
 # It is sent as source text (never imported by the grader), so it stays self-contained.
 
 
-def __grader_install__(nonce, mime, max_items, max_text, max_entries,
-                       max_stand_in_calls):
+def __grader_install__(nonce, mime, max_items, max_text, max_entries, max_key,
+                       max_arguments, max_stand_in_calls):
     import contextlib as _contextlib
     import math as _math
 
@@ -58,7 +58,7 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries,
         kind = type(value)
         if isinstance(value, dict) and depth < 2:
             keys = list(dict.keys(value))
-            if len(keys) > max_entries or any(type(k) is not str or len(k) > 100 for k in keys):
+            if len(keys) > max_entries or any(type(k) is not str or len(k) > max_key for k in keys):
                 return {"kind": "unsupported", "type": "dict"}
             entries = {}
             for key, item in dict.items(value):
@@ -143,7 +143,7 @@ def __grader_install__(nonce, mime, max_items, max_text, max_entries,
         def record(dependency, given):
             if not state["open"] or state["overflow"]:
                 return
-            if len(calls) >= max_stand_in_calls or len(given) > 32:
+            if len(calls) >= max_stand_in_calls or len(given) > max_arguments:
                 state["overflow"] = True
                 return
             encoded = [_safe(g) for g in given]

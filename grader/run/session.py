@@ -189,9 +189,11 @@ class KernelSession:
                 if await km.is_alive():
                     await km.shutdown_kernel(now=True)
             finally:
-                await km.cleanup_resources()
-                if kc is not None:
-                    kc.stop_channels()
+                try:
+                    await km.cleanup_resources()
+                finally:
+                    if kc is not None:
+                        kc.stop_channels()
 
     @property
     def client(self) -> CellClient:

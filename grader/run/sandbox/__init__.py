@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import secrets
 import shutil
@@ -248,7 +249,7 @@ def _setpriv(uid: int) -> list[str]:
 
 
 def _prlimit(limits: Limits) -> list[str]:
-    argv = ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={int(limits.cpu_s)}",
+    argv = ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={math.ceil(limits.cpu_s)}",
             f"--fsize={limits.file_bytes}", "--core=0"]
     # RLIMIT_NPROC counts every process of the uid, so it only means "this kernel's processes"
     # under a uid of its own; for a shared uid it would count the grader's processes too.

@@ -20,7 +20,7 @@ import signal
 import time
 from pathlib import Path
 
-from grader.run.processes import leftover_name
+from grader.run.processes import kernel_marker, leftover_name, remove_scratch, scratch_dir
 
 CONTROLLERS = ("memory", "pids", "cpu")
 # A kernel's share of the CPU against its neighbours': the controllers' defaults, written out
@@ -96,9 +96,15 @@ def kernel_cgroups(marker: str, memory_bytes: int, processes: int) -> dict[str, 
 @functools.cache
 def cpu_shares() -> bool:
     """Whether kernels get a CPU share of their own here (a cpu cgroup can be made)."""
-    groups = kernel_cgroups(f"probe-{os.getpid()}", 1 << 30, 64)
-    for group in set(groups.values()):
-        remove_cgroup(group)
+    # Named as a kernel of this run, so that were the run killed meanwhile, the sweep of its
+    # folder would remove these groups too.
+    folder = scratch_dir("cgroup-probe")
+    try:
+        groups = kernel_cgroups(kernel_marker(folder), 1 << 30, 64)
+        for group in set(groups.values()):
+            remove_cgroup(group)
+    finally:
+        remove_scratch(folder)
     return "cpu" in groups
 
 
