@@ -11,10 +11,11 @@ from nbformat import NotebookNode
 
 from grader import __version__
 from grader.judge.cases import Case, call_args, make_cases
+from grader.judge.credit import Counterfactual
 from grader.judge.expressions import evaluate
-from grader.judge.judging import counterfactuals, judge
+from grader.judge.judging import counterfactuals, first_pass, judge
 from grader.judge.reference import handout_namespace, reference_namespace
-from grader.report import Report
+from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
 from grader.run.sandbox import choose_sandbox
@@ -120,21 +121,30 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                               for c in cases]
         return merged
 
-    def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
+    first: dict[str, list[TestResult]] | None = None
+
+    def planned(graded: dict[str, list[Call]]) -> list[Counterfactual]:
+        nonlocal first
+        first = first_pass(applied, cases, graded, namespace)
+        return counterfactuals(applied, cases, graded, namespace, first)
+
+    async def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
         # After every graded call, in the same kernel: a function wrong through a dependency
         # that lost points is called again with a stand-in for it (see grader.judge.credit).
+        # Planned off the event loop, like the judging below, which starts from the same tests.
         if public:
             return []
         return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[r.case])
                                              for r in c.retries], c.stand_ins())
-                for c in counterfactuals(applied, cases, in_case_order(calls), namespace)]
+                for c in await asyncio.to_thread(planned, in_case_order(calls))]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,
                                  then=second_calls)
     calls = in_case_order(observations.calls)
     # Off the event loop: judging one notebook (finite differences over every weight of a large
     # network, say) must not hold up the deadlines of the kernels graded beside it.
-    tests = await asyncio.to_thread(judge, applied, cases, calls, namespace, public=public)
+    tests = await asyncio.to_thread(judge, applied, cases, calls, namespace, public=public,
+                                    first=first)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,
