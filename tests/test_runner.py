@@ -4,6 +4,7 @@ messages, the output budget and the limits themselves, each with real kernels.""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,9 @@ import pytest
 
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
+from grader.run.processes import remove_scratch, scratch_dir
+from grader.run.sandbox import choose_sandbox
+from grader.run.session import KernelSession
 from grader.settings import Limits
 from grader.spec import AssignmentSpec
 from tests.notebooks import submission
@@ -137,3 +141,45 @@ def test_no_restart_is_a_limit_too():
     assert Limits(restarts=0).restarts == 0
     with pytest.raises(ValueError, match="restarts"):
         Limits(restarts=-1)
+
+
+async def _execute_in_a_kernel(code: str, stall_s: float) -> tuple[bool, list[str]]:
+    """Run `code` with a deadline of 0.5 s in a fresh kernel while the grader stalls for
+    `stall_s` right after sending it; (whether it was interrupted, the message types read)."""
+    limits = Limits()
+    runtime = scratch_dir("run")
+    (runtime / "work").mkdir()
+    session = KernelSession(nbformat.v4.new_notebook(), limits,
+                            choose_sandbox("none").factory(limits), runtime, runtime / "work")
+    read: list[str] = []
+    stalled = False
+
+    def progress() -> int:
+        nonlocal stalled
+        if not stalled:
+            stalled = True
+            time.sleep(stall_s)  # the grader, busy elsewhere, holds up the event loop
+        return 0
+
+    try:
+        await session.start()
+        interrupted = await session.execute(code, lambda msg: read.append(msg["msg_type"]),
+                                            deadline_s=0.5, progress=progress)
+    finally:
+        await session.stop()
+        remove_scratch(runtime)
+    return interrupted, read
+
+
+def test_an_answer_queued_while_the_grader_was_busy_is_read_before_any_interrupt():
+    interrupted, read = asyncio.run(_execute_in_a_kernel("print('done')", stall_s=3.0))
+    assert not interrupted
+    assert "stream" in read
+
+
+def test_a_kernel_flooding_output_is_interrupted_all_the_same():
+    interrupted, read = asyncio.run(_execute_in_a_kernel(
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 100 + '\\n'); sys.stdout.flush()",
+        stall_s=0.0))
+    assert interrupted
+    assert "error" in read  # the KeyboardInterrupt
