@@ -11,16 +11,17 @@ from nbformat import NotebookNode
 
 from grader import __version__
 from grader.judge.cases import Case, call_args, make_cases
+from grader.judge.credit import Counterfactual
 from grader.judge.expressions import evaluate
-from grader.judge.judging import counterfactuals, judge
+from grader.judge.judging import counterfactuals, first_pass, judge
 from grader.judge.reference import handout_namespace, reference_namespace
-from grader.report import Report
+from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
 from grader.run.sandbox import choose_sandbox
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
-from grader.spec import AssignmentSpec, ContrastCheck, FunctionSpec, SpecError, Timeouts
+from grader.spec import AssignmentSpec, CaseSet, ContrastCheck, FunctionSpec, SpecError, Timeouts
 from grader.wire import Call
 
 
@@ -42,6 +43,11 @@ def _notes(nb: NotebookNode, spec: AssignmentSpec) -> list[str]:
         return [f"This notebook was handed out for the assignment {named[:100]!r}, but it was "
                 f"graded as {spec.name!r}: was the right file submitted?"]
     return []
+
+
+def _hidden_key(function: str) -> str:
+    """Where the calls of a function on the hidden cases are filed until they join the rest."""
+    return f"{function}#hidden"
 
 
 def _changed(f: FunctionSpec, contrast: ContrastCheck, case: Case, namespace: dict[str, Any]
@@ -87,31 +93,58 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     # Feedback quotes the timeouts that applied, which the command line may have changed.
     applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
                                                            call_s=limits.call_timeout_s)})
-    plans = []
+    # Every function meets its worked examples before any function meets a hidden case: a
+    # notebook could otherwise keep the hidden inputs one function was given and have the next
+    # one return them, or quote them in an exception, on a worked example, whose feedback shows
+    # both.
+    visible = [i for i, c in enumerate(cases) if c.case_set is CaseSet.EXAMPLES]
+    hidden = [i for i, c in enumerate(cases) if c.case_set is not CaseSet.EXAMPLES]
+    plans = [CallPlan(f.name, f.name, [call_args(spec, f.name, cases[i]) for i in visible])
+             for f in spec.functions]
     for f in spec.functions:
         arguments = [call_args(spec, f.name, c) for c in cases]
-        plans.append(CallPlan(f.name, f.name, arguments))
+        plans.append(CallPlan(_hidden_key(f.name), f.name, [arguments[i] for i in hidden]))
         if f.repeat is not None:
             plans.append(CallPlan(f.repeat_key, f.name, arguments))
         for i, contrast in enumerate(f.contrasts):
             plans.append(CallPlan(f.contrast_key(i), f.name,
                                   [_changed(f, contrast, c, namespace) for c in cases]))
 
-    def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
+    hidden_keys = {_hidden_key(f.name) for f in spec.functions}
+
+    def in_case_order(calls: dict[str, list[Call]]) -> dict[str, list[Call]]:
+        # The judge reads each function's calls under its name, one per case in case order.
+        merged = {k: v for k, v in calls.items() if k not in hidden_keys}
+        for f in spec.functions:
+            shown, rest = iter(calls[f.name]), iter(calls[_hidden_key(f.name)])
+            merged[f.name] = [next(shown) if c.case_set is CaseSet.EXAMPLES else next(rest)
+                              for c in cases]
+        return merged
+
+    first: dict[str, list[TestResult]] | None = None
+
+    def planned(graded: dict[str, list[Call]]) -> list[Counterfactual]:
+        nonlocal first
+        first = first_pass(applied, cases, graded, namespace)
+        return counterfactuals(applied, cases, graded, namespace, first)
+
+    async def second_calls(calls: dict[str, list[Call]]) -> list[CallPlan]:
         # After every graded call, in the same kernel: a function wrong through a dependency
         # that lost points is called again with a stand-in for it (see grader.judge.credit).
+        # Planned off the event loop, like the judging below, which starts from the same tests.
         if public:
             return []
         return [CallPlan(c.key, c.function, [call_args(spec, c.function, cases[r.case])
                                              for r in c.retries], c.stand_ins())
-                for c in counterfactuals(applied, cases, calls, namespace)]
+                for c in await asyncio.to_thread(planned, in_case_order(calls))]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,
                                  then=second_calls)
-    calls = observations.calls
+    calls = in_case_order(observations.calls)
     # Off the event loop: judging one notebook (finite differences over every weight of a large
     # network, say) must not hold up the deadlines of the kernels graded beside it.
-    tests = await asyncio.to_thread(judge, applied, cases, calls, namespace, public=public)
+    tests = await asyncio.to_thread(judge, applied, cases, calls, namespace, public=public,
+                                    first=first)
     if public:
         common["max_score"] = sum(t.max_score for t in tests)
     return Report(**common, status="graded", score=sum(t.score for t in tests), tests=tests,

@@ -9,11 +9,14 @@ its points.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
+from grader.judge import judging
 from grader.judge.cases import call_args, make_cases
-from grader.judge.judging import counterfactuals, judge
+from grader.judge.judging import counterfactuals, first_pass, judge
 from grader.judge.reference import reference_namespace
 from grader.report import Report, TestKind, TestStatus
 from grader.wire import Array, Call, Number, StandInCall, changed_arguments
@@ -199,6 +202,25 @@ def test_a_correct_delta2_next_to_a_broken_sigmoid_prime_keeps_all_its_points(
     assert all("your own sigmoid_prime" in t.feedback for t in credited)
 
 
+def test_each_function_is_judged_once_before_credit_and_off_the_event_loop(
+        tmp_path, grade, spec, monkeypatch):
+    # delta2 is excused through its wrong sigmoid_prime: judged once before the second calls
+    # are planned, and again only with its excused cases.
+    judged: list[tuple[str, bool]] = []
+    function_tests = judging._function_tests
+
+    def counted(spec, f, *args):
+        judged.append((f.name, threading.current_thread() is threading.main_thread()))
+        return function_tests(spec, f, *args)
+
+    monkeypatch.setattr(judging, "_function_tests", counted)
+    report = grade(submission(tmp_path, bodies={"sigmoid_prime": "return z * (1 - z)"}))
+    assert any("called again" in t.feedback for t in _tests(report, "delta2"))
+    names = [name for name, _ in judged]
+    assert sorted(names) == sorted([f.name for f in spec.functions] + ["delta2", "delta1"])
+    assert not any(on_loop for _, on_loop in judged)
+
+
 def test_a_self_check_without_the_answer_key_excuses_nothing(tmp_path, grade):
     path = submission(tmp_path, bodies={"sigmoid_prime": "return z * (1 - z)"})
     public = grade(path, public=True)
@@ -298,6 +320,20 @@ class TestEvidence:
     ])
     def test_no_evidence(self, spec, setting, second):
         assert self._delta2_score(spec, setting, lambda c: second(self, c)) == 0
+
+    def test_the_first_pass_given_to_the_judge_changes_nothing(self, spec, setting):
+        namespace, cases, calls, plan = setting
+        observed = calls | {plan.key: [self._called_on(cases[r.case], cases[r.case].variables[
+            "z2"]) for r in plan.retries]}
+        first = first_pass(spec, cases, calls, namespace)
+
+        def retried(given):
+            return [(p.key, [r.case for r in p.retries])
+                    for p in counterfactuals(spec, cases, calls, namespace, given)]
+
+        assert retried(first) == retried(None)
+        assert (judge(spec, cases, observed, namespace, first=first)
+                == judge(spec, cases, observed, namespace))
 
     def test_without_second_calls_nothing_is_excused(self, spec, setting):
         namespace, cases, calls, _plan = setting

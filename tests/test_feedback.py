@@ -260,12 +260,16 @@ def test_a_sigmoid_prime_that_fails_only_when_probed_excuses_nothing(tmp_path, g
     # no points, and the examples are no evidence.
     helpers = ("_EX_Z1 = 0.8 * 1.5 - 0.2\n_EX_Z2 = 1.2 * sigmoid(_EX_Z1) + 0.1\n"
                "def _is(v, t):\n    return np.ndim(v) == 0 and abs(float(v) - t) < 1e-9")
-    report = grade(submission(tmp_path, cells_before=[helpers], extra_cells=["_armed = False"],
+    report = grade(submission(tmp_path, cells_before=[helpers],
+                              extra_cells=["_armed, _delta2_calls = False, 0"],
                               bodies={
         "sigmoid_prime": ("if globals().get('_armed') and not (_is(z, _EX_Z1) or "
                           "_is(z, _EX_Z2)):\n    raise ValueError('x')\n"
                           "s = sigmoid(z)\nreturn s * (1 - s)"),
-        "delta2": ("global _armed\n_armed = True\n"
+        # Armed by delta2's third call, its first hidden case: the grader calls every function
+        # on its two worked examples first.
+        "delta2": ("global _armed, _delta2_calls\n_delta2_calls += 1\n"
+                   "_armed = _delta2_calls > 2\n"
                    "if _is(z2, _EX_Z2):\n    return -0.054322464441139987\n"
                    "raise ValueError('x')"),
         "delta1": ("if _is(z1, _EX_Z1):\n    return -0.012816533702282971\n"

@@ -346,3 +346,23 @@ def test_every_check_draws_fresh_cases_unless_given_a_seed(tmp_path, capsys):
                      "--sandbox", "none", "--json", *extra]) == 2
         seeds.append(Report.model_validate_json(capsys.readouterr().out).seed)
     assert len(set(seeds[:3])) == 3 and seeds[3] == 42
+
+
+@pytest.mark.parametrize("leak", [
+    pytest.param("return _SEEN[-1][-1]", id="returned"),
+    pytest.param("raise ValueError(repr(_SEEN))", id="raised"),
+])
+def test_no_worked_example_feedback_quotes_another_functions_hidden_inputs(leak, spec, grade,
+                                                                        tmp_path):
+    # sigmoid_prime keeps every input it is given; delta2, on its worked examples, hands them
+    # back in the two places feedback quotes: the value returned and an exception's message.
+    notebook = submission(tmp_path, cells_before=["_SEEN = []"], bodies={
+        "sigmoid_prime": "_SEEN.append(np.ravel(z).tolist())\ns = sigmoid(z)\nreturn s * (1 - s)",
+        "delta2": leak})
+    report = grade(notebook)
+    shown = report.model_dump_json()  # every test's feedback and case details included
+    assert report.status == "graded" and "delta2" in shown
+    # Four decimals of each hidden input: feedback quotes values to six.
+    hidden = {f"{abs(v):.6f}"[:-2] for c in make_cases(spec, reference_namespace(spec), 7)
+              if not c.visible for v in np.ravel(c.variables["z1"])}
+    assert not [digits for digits in hidden if digits in shown]

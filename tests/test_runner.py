@@ -4,6 +4,7 @@ messages, the output budget and the limits themselves, each with real kernels.""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,9 @@ import pytest
 
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
+from grader.run.processes import remove_scratch, scratch_dir
+from grader.run.sandbox import choose_sandbox
+from grader.run.session import KernelSession
 from grader.settings import Limits
 from grader.spec import AssignmentSpec
 from tests.notebooks import submission
@@ -55,7 +59,9 @@ def test_a_death_during_the_calls_replays_no_cell_the_notebooks_time_skipped(spe
     ]
     assert all("used up their 3 s" in c.message for c in report.cells)
     assert _statuses(report, "delta1")["matrix"] is TestStatus.KERNEL_DIED
-    assert set(_statuses(report, "update").values()) == {TestStatus.KERNEL_DIED}
+    update = _statuses(report, "update")
+    assert update.pop("examples") is TestStatus.PASSED  # every worked example is called first
+    assert set(update.values()) == {TestStatus.KERNEL_DIED}
     sigmoid_prime, top = report.function_scores()["sigmoid_prime"]
     assert sigmoid_prime == top  # graded before the death
 
@@ -94,14 +100,16 @@ def test_a_cell_that_kills_the_kernel_when_replayed_is_left_out_of_the_next_repl
 
 
 def test_a_malformed_message_during_a_call_ends_in_a_report(spec, tmp_path):
-    # Content that is not JSON, sent on the kernel's own channel while update is called.
-    forge = ("k = get_ipython().kernel\n"
-             "k.session.send(k.iopub_socket, 'display_data', b'{not json', "
+    # Content that is not JSON, sent on the kernel's own channel while update is called on a
+    # matrix: on a hidden case, so that the notebook's own cells, replayed, do not send it.
+    forge = ("if np.ndim(w) == 2:\n"
+             "    k = get_ipython().kernel\n"
+             "    k.session.send(k.iopub_socket, 'display_data', b'{not json', "
              "parent=k.get_parent())\n"
              "return w - learning_rate * grad")
     report = _grade(spec, submission(tmp_path, "forger", bodies={"update": forge}))
     assert report.status == "graded"
-    assert set(_statuses(report, "update").values()) == {TestStatus.KERNEL_DIED}
+    assert _statuses(report, "update")["matrix"] is TestStatus.KERNEL_DIED
     assert all(score == top for f, (score, top) in report.function_scores().items()
                if f != "update")
 
@@ -133,3 +141,45 @@ def test_no_restart_is_a_limit_too():
     assert Limits(restarts=0).restarts == 0
     with pytest.raises(ValueError, match="restarts"):
         Limits(restarts=-1)
+
+
+async def _execute_in_a_kernel(code: str, stall_s: float) -> tuple[bool, list[str]]:
+    """Run `code` with a deadline of 0.5 s in a fresh kernel while the grader stalls for
+    `stall_s` right after sending it; (whether it was interrupted, the message types read)."""
+    limits = Limits()
+    runtime = scratch_dir("run")
+    (runtime / "work").mkdir()
+    session = KernelSession(nbformat.v4.new_notebook(), limits,
+                            choose_sandbox("none").factory(limits), runtime, runtime / "work")
+    read: list[str] = []
+    stalled = False
+
+    def progress() -> int:
+        nonlocal stalled
+        if not stalled:
+            stalled = True
+            time.sleep(stall_s)  # the grader, busy elsewhere, holds up the event loop
+        return 0
+
+    try:
+        await session.start()
+        interrupted = await session.execute(code, lambda msg: read.append(msg["msg_type"]),
+                                            deadline_s=0.5, progress=progress)
+    finally:
+        await session.stop()
+        remove_scratch(runtime)
+    return interrupted, read
+
+
+def test_an_answer_queued_while_the_grader_was_busy_is_read_before_any_interrupt():
+    interrupted, read = asyncio.run(_execute_in_a_kernel("print('done')", stall_s=3.0))
+    assert not interrupted
+    assert "stream" in read
+
+
+def test_a_kernel_flooding_output_is_interrupted_all_the_same():
+    interrupted, read = asyncio.run(_execute_in_a_kernel(
+        "import sys\nwhile True:\n    sys.stdout.write('x' * 100 + '\\n'); sys.stdout.flush()",
+        stall_s=0.0))
+    assert interrupted
+    assert "error" in read  # the KeyboardInterrupt

@@ -18,9 +18,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.classrun.batch import grade_class
@@ -28,7 +30,8 @@ from grader.cli import main
 from grader.files import remove_tree
 from grader.grade import grade_notebook, limits_for
 from grader.report import Report
-from grader.run import processes
+from grader.run import processes, sandbox
+from grader.run.observe import observe
 from grader.run.processes import remove_scratch, scratch_dir, sweep_scratch
 from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
 from grader.run.sandbox.confinement import syscall_numbers
@@ -593,3 +596,21 @@ def test_without_a_cpu_controller_what_timed_out_beside_a_neighbour_is_graded_ag
         cgroups.cpu_shares.cache_clear()
     honest = json.loads((out / "honest.json").read_text())
     assert honest["cells"] == [] and honest["score"] == honest["max_score"]
+
+
+def test_a_submission_that_cannot_be_copied_leaves_no_folder_and_no_lock(private_tmp, spec):
+    nb = nbformat.read(ROOT / "assignments" / "derivative_calculation.ipynb", as_version=4)
+    limits = limits_for(spec)
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(observe(nb, [], limits, choose_sandbox("none").factory(limits),
+                            submission=private_tmp / "gone.ipynb"))
+    assert not any(pid == os.getpid() for pid, _ in processes._runs)
+    assert [p.name for p in private_tmp.iterdir()] == []
+
+
+def test_a_kernels_leftovers_are_killed_off_the_event_loop(monkeypatch):
+    threads = []
+    monkeypatch.setattr(sandbox, "kill_processes",
+                        lambda **_: threads.append(threading.current_thread()) or 0)
+    asyncio.run(sandbox.ConfinedKernelManager(marker="m")._release())
+    assert threads and threads[0] is not threading.main_thread()

@@ -21,30 +21,43 @@ from grader.spec import AssignmentSpec, CaseSet, FunctionSpec
 from grader.wire import Call
 
 
+def first_pass(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
+               namespace: dict[str, Any]) -> dict[str, list[TestResult]]:
+    """Every function's tests on its graded calls, nothing excused yet: what `counterfactuals`
+    plans from and `judge` starts from, by function name."""
+    return {f.name: _function_tests(spec, f, cases, calls, namespace, False, {})
+            for f in spec.functions}
+
+
 def counterfactuals(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
-                    namespace: dict[str, Any]) -> list[Counterfactual]:
+                    namespace: dict[str, Any],
+                    first: dict[str, list[TestResult]] | None = None) -> list[Counterfactual]:
     """The second calls that could show a function wrong only through a dependency: for each
     function whose probed dependency lost points, its wrong cases, with the reference's values
     for the stand-ins (grader.judge.credit). The same values always give the same plans, so
-    `judge` finds them again.
+    `judge` finds them again. `first` is `first_pass` of the same values, if already made.
     """
-    raw = {f.name: _function_tests(spec, f, cases, calls, namespace, False, {})
-           for f in spec.functions}
-    return plan_counterfactuals(spec, cases, calls, namespace, _failing(raw))
+    if first is None:
+        first = first_pass(spec, cases, calls, namespace)
+    return plan_counterfactuals(spec, cases, calls, namespace, _failing(first))
 
 
 def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
-          namespace: dict[str, Any], public: bool = False) -> list[TestResult]:
+          namespace: dict[str, Any], public: bool = False,
+          first: dict[str, list[TestResult]] | None = None) -> list[TestResult]:
     """Every test of the assignment, in spec order.
 
     `calls` holds the graded calls and, under the keys `counterfactuals` names, the second calls
     that can excuse a function's wrong cases (grader.judge.credit). `public` judges without the
     answer key (`namespace` is then the student handout's): only the worked examples, against
     the spec's published answers, and the finite-difference and property checks run; nothing
-    is excused.
+    is excused. `first`, the `first_pass` the second calls were planned from, spares making it
+    again; a public judgement has none.
     """
-    tests = {f.name: _function_tests(spec, f, cases, calls, namespace, public, {})
-             for f in spec.functions}
+    if first is None:
+        first = {f.name: _function_tests(spec, f, cases, calls, namespace, public, {})
+                 for f in spec.functions}
+    tests = dict(first)
     # Functions that, called again with correct dependencies, still went wrong somewhere.
     wrong_anyway: set[str] = set()
     if not public:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,53 +44,58 @@ class Observations:
     output_dropped_bytes: int = 0
 
 
-def _plans_then(plans: Sequence[CallPlan],
-                then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None,
-                observations: Observations) -> Iterator[CallPlan]:
-    """`plans`, then the plans `then` makes of their outcomes once every one of them is in."""
-    yield from plans
-    if then is not None:
-        yield from then(dict(observations.calls))
-
-
 async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: Limits,
                   km_factory: KernelManagerFactory,
                   submission: Path | None = None,
-                  then: Callable[[dict[str, list[Call]]], Sequence[CallPlan]] | None = None
+                  then: Callable[[dict[str, list[Call]]], Awaitable[Sequence[CallPlan]]]
+                  | None = None
                   ) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order.
 
     A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
     the cells that ran. `km_factory` makes each kernel's manager: grader.run.sandbox chooses one
-    with the limits and confinement the machine allows. `then`, given the outcomes of every
-    plan, returns more plans to carry out in the same kernel after them.
+    with the limits and confinement the machine allows. `then`, awaited with the outcomes of
+    every plan, returns more plans to carry out in the same kernel after them.
     """
     observations = Observations()
     runtime = scratch_dir("run")
-    workdir = runtime / "work"
-    workdir.mkdir()
-    if submission is not None:
-        shutil.copy2(submission, workdir / submission.name)
-    session = KernelSession(nb, limits, km_factory, runtime, workdir)
-    cells = Cells(session, limits, observations.cells)
-    channel = HarnessChannel(session)
     try:
-        await session.start()
-        alive = await cells.run()
-        for plan in _plans_then(plans, then, observations):
-            if not alive:
-                observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
-                                                for _ in plan.arguments]
-                continue
-            try:
-                observations.calls[plan.key] = await channel.call(plan.function, plan.arguments,
-                                                                  plan.stand_ins)
-            except KernelLost as lost:
-                observations.calls[plan.key] = lost.calls or [
-                    Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]
-                alive = await cells.restart()
+        workdir = runtime / "work"
+        workdir.mkdir()
+        if submission is not None:
+            shutil.copy2(submission, workdir / submission.name)
+        session = KernelSession(nb, limits, km_factory, runtime, workdir)
+        cells = Cells(session, limits, observations.cells)
+        channel = HarnessChannel(session)
+        try:
+            await session.start()
+            alive = await _carry_out(plans, observations, channel, cells, await cells.run())
+            if then is not None:
+                await _carry_out(await then(dict(observations.calls)), observations, channel,
+                                 cells, alive)
+        finally:
+            await session.stop()
+        observations.output_dropped_bytes = session.dropped_bytes
     finally:
-        await session.stop()
-        remove_scratch(runtime)
-    observations.output_dropped_bytes = session.dropped_bytes
+        # Removing a folder a kernel filled can take a while: not on the event loop, where the
+        # deadlines of the kernels graded beside this one run.
+        await asyncio.to_thread(remove_scratch, runtime)
     return observations
+
+
+async def _carry_out(plans: Sequence[CallPlan], observations: Observations,
+                     channel: HarnessChannel, cells: Cells, alive: bool) -> bool:
+    """Carry out each plan, filing its outcomes; whether a kernel is alive after the last."""
+    for plan in plans:
+        if not alive:
+            observations.calls[plan.key] = [Call(outcome=KernelDied(kind="kernel_died"))
+                                            for _ in plan.arguments]
+            continue
+        try:
+            observations.calls[plan.key] = await channel.call(plan.function, plan.arguments,
+                                                              plan.stand_ins)
+        except KernelLost as lost:
+            observations.calls[plan.key] = lost.calls or [
+                Call(outcome=KernelDied(kind="kernel_died")) for _ in plan.arguments]
+            alive = await cells.restart()
+    return alive

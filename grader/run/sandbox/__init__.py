@@ -25,6 +25,7 @@ an error when none hides the course.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -132,20 +133,27 @@ class ConfinedKernelManager(GraderKernelManager):
         try:
             await super().shutdown_kernel(now=now, restart=restart)
         finally:
-            self._release()
+            await self._release()
 
     async def cleanup_resources(self, restart: bool = False) -> None:  # type: ignore[override]
         """Also run when the kernel died by itself, and shutdown_kernel was never called."""
         try:
             await super().cleanup_resources(restart=restart)
         finally:
-            self._release()
+            await self._release()
 
-    def _release(self) -> None:
-        kill_processes(uid=self.kernel_uid, needles=[f"{MARKER}={self.marker}".encode()])
+    async def _release(self) -> None:
         groups, self.groups = set(self.groups.values()), {}
-        for group in groups:
-            cgroups.remove_cgroup(Path(group))
+        # A scan of /proc and cgroups that take a while to empty: not on the event loop, where
+        # the deadlines of the kernels graded beside this one run.
+        await asyncio.to_thread(_kill_leftovers, self.kernel_uid, self.marker, groups)
+
+
+def _kill_leftovers(uid: int, marker: str, groups: set[str]) -> None:
+    """Kill every process a kernel left, then remove its cgroups."""
+    kill_processes(uid=uid, needles=[f"{MARKER}={marker}".encode()])
+    for group in groups:
+        cgroups.remove_cgroup(Path(group))
 
 
 def sweep_leftovers() -> list[str]:
