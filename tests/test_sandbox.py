@@ -252,6 +252,8 @@ def test_two_kernels_graded_at_once_share_no_key(spec, tmp_path, private_tmp, mo
                         bodies={"delta1": _conditional("FOUND", "delta1")})
     written, read = _grade_together([writer, reader], spec, mode)
     assert written.sandbox == read.sandbox == CONFINING[mode]
+    # Both attacks ran to their end: a cell that crashed would also earn nothing.
+    assert written.cells == read.cells == []
     assert _stolen(written, ["sigmoid_prime"]) == ["sigmoid_prime"]  # keyctl said EPERM
     assert _stolen(written, ["delta2"]) == []  # no key was written
     assert _stolen(read, ["delta1"]) == []  # nor read by the neighbour
@@ -330,6 +332,8 @@ def test_one_submission_never_reaches_anothers_files_or_kernel(spec, tmp_path, p
                                                               mode):
     attacker, victim = _grade_together(_neighbours(tmp_path), spec, mode)
     assert attacker.sandbox == victim.sandbox == CONFINING[mode]
+    # The attack ran to its end: a cell that crashed would also earn nothing.
+    assert attacker.cells == []
     assert _stolen(attacker, list(ATTACKS)) == []
     assert victim.cells == []
     assert victim.score == victim.max_score
