@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -232,17 +232,24 @@ def as_plain(outcome: Number | Array | DictValue | SequenceValue) -> Plain:
     return as_array(outcome)
 
 
-def same_value(sent: Any, back: Value | None) -> bool:
-    """Whether an encoded value is exactly the argument the grader sent: same shape, keys and
-    numbers. Decided here, from values, since nothing in the student's kernel is trusted."""
+def _exact(_dtype: str) -> float:
+    return 0.0
+
+
+def same_value(sent: Any, back: Value | None, rtol: Callable[[str], float] = _exact) -> bool:
+    """Whether an encoded value is the argument the grader sent: same shape, keys and numbers,
+    exactly, or within the relative tolerance `rtol` gives the dtype it came back in. Decided
+    here, from values, since nothing in the student's kernel is trusted."""
     if isinstance(sent, dict):
         return (isinstance(back, DictValue) and back.entries.keys() == sent.keys()
-                and all(same_value(v, back.entries[k]) for k, v in sent.items()))
+                and all(same_value(v, back.entries[k], rtol) for k, v in sent.items()))
     if not isinstance(back, Number | Array):
         return False
     expected = np.asarray(sent, dtype=np.float64)
     got = as_array(back)
-    return got.shape == expected.shape and bool(np.all(got == expected))
+    # A nan or an infinity is never within any tolerance of the finite values sent.
+    return got.shape == expected.shape and bool(
+        np.all(np.abs(got - expected) <= rtol(back.dtype) * np.abs(expected)))
 
 
 def changed_arguments(sent: Sequence[Any], after: Sequence[Value | None]) -> list[int]:

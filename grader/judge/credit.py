@@ -13,18 +13,14 @@ from grader.judge.cases import Case
 from grader.judge.closeness import compare, finite, plain, precision
 from grader.judge.expressions import evaluate
 from grader.judge.verdicts import call_verdict
-from grader.spec import AssignmentSpec, FunctionSpec, Probe, within
+from grader.spec import AssignmentSpec, FunctionSpec, Probe
 from grader.wire import (
-    Array,
     Call,
-    DictValue,
     KernelDied,
     Missing,
-    Number,
     Plain,
     Timeout,
-    Value,
-    as_array,
+    same_value,
 )
 
 # A function (delta2) that calls another student function (sigmoid_prime) keeps its points on a
@@ -155,17 +151,6 @@ def _right_value(spec: AssignmentSpec, f: FunctionSpec, case: Case, call: Call,
     return ok, expected
 
 
-def _same_argument(sent: Any, got: Value) -> bool:
-    """Whether a stand-in was given the value the probe names, at the precision of its dtype (a
-    function may pass its argument on as float32)."""
-    if isinstance(sent, dict):
-        return (isinstance(got, DictValue) and got.entries.keys() == sent.keys()
-                and all(_same_argument(v, got.entries[k]) for k, v in sent.items()))
-    if not isinstance(got, Number | Array):
-        return False
-    return within(as_array(got), np.asarray(sent, dtype=np.float64), precision(got.dtype), 0.0)
-
-
 def _dependencies_called(call: Call, probes: dict[str, Probe], case: Case) -> tuple[str, ...]:
     """The stand-ins a second call used, when it used each one only on its probe's arguments;
     () when it called none, called one on anything else, or called them past the record."""
@@ -175,7 +160,8 @@ def _dependencies_called(call: Call, probes: dict[str, Probe], case: Case) -> tu
         p = probes.get(record.function)
         if p is None or len(record.arguments) != len(p.args):
             return ()
-        if not all(_same_argument(case.variables[a], got)
+        # At the precision of its dtype: a function may pass its argument on as float32.
+        if not all(same_value(case.variables[a], got, precision)
                    for a, got in zip(p.args, record.arguments, strict=True)):
             return ()
     return tuple(sorted({r.function for r in call.stand_in_calls}))

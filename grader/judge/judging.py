@@ -22,10 +22,10 @@ from grader.wire import Call
 
 
 def first_pass(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
-               namespace: dict[str, Any]) -> dict[str, list[TestResult]]:
+               namespace: dict[str, Any], public: bool = False) -> dict[str, list[TestResult]]:
     """Every function's tests on its graded calls, nothing excused yet: what `counterfactuals`
     plans from and `judge` starts from, by function name."""
-    return {f.name: _function_tests(spec, f, cases, calls, namespace, False, {})
+    return {f.name: _function_tests(spec, f, cases, calls, namespace, public, {})
             for f in spec.functions}
 
 
@@ -55,8 +55,7 @@ def judge(spec: AssignmentSpec, cases: list[Case], calls: dict[str, list[Call]],
     again; a public judgement has none.
     """
     if first is None:
-        first = {f.name: _function_tests(spec, f, cases, calls, namespace, public, {})
-                 for f in spec.functions}
+        first = first_pass(spec, cases, calls, namespace, public)
     tests = dict(first)
     # Functions that, called again with correct dependencies, still went wrong somewhere.
     wrong_anyway: set[str] = set()
