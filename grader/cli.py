@@ -157,9 +157,78 @@ def build_parser() -> argparse.ArgumentParser:
                              "solution's parent's parent, or this checkout without SOLUTION)")
     assign.set_defaults(run=_cmd_assign)
 
+    _add_export(sub)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of the report")
     schema.set_defaults(run=_cmd_schema)
     return parser
+
+
+def _add_export(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="make an autograder for Gradescope or PrairieLearn",
+        description="Write what a course platform needs to grade NAME on every submission: "
+                    "a wheel of this grader (built from this checkout unless --wheel), the "
+                    "spec, the handout and the reference notebook, and the platform's scripts. "
+                    "Submissions are graded in the sandbox inside the platform's container; "
+                    "the results file is written even when a notebook cannot be graded.")
+    platforms = export.add_subparsers(dest="platform", required=True, metavar="PLATFORM")
+    gradescope = platforms.add_parser(
+        "gradescope", help="Gradescope's autograder zip (setup.sh, run_autograder)",
+        description="Write Gradescope's autograder zip: upload it as the assignment's "
+                    "autograder (base image: Ubuntu; setup.sh installs Python 3.11 if the "
+                    "image has no Python of at least 3.11).")
+    gradescope.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP",
+                            help="the zip to write, e.g. autograder.zip")
+    gradescope.add_argument("--hidden", choices=["after_due_date", "after_published", "visible"],
+                            default="after_due_date",
+                            help="when students see the verdicts on hidden cases (default "
+                                 "after_due_date); the worked examples are visible at once. "
+                                 "Gradescope hides the total score while a test is hidden")
+    prairielearn = platforms.add_parser(
+        "prairielearn", help="a PrairieLearn external grader (image, entrypoint, question)",
+        description="Write (or add to) DIR: image/ (Dockerfile and wheel of the grading "
+                    "image), serverFilesCourse/backprop_grader/ (entrypoint run.sh and the "
+                    "course files) and questions/NAME/ (info.json with externalGradingOptions, "
+                    "question.html): merge the last two into the course repository, build and "
+                    "push the image.")
+    prairielearn.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                              help="folder to write (created if needed)")
+    prairielearn.add_argument("--image", default=f"backprop-grader:{__version__}",
+                              help="the grading image's name, as PrairieLearn pulls it (e.g. "
+                                   "YOU/backprop-grader:VERSION on Docker Hub; default "
+                                   "%(default)s)")
+    for p in (gradescope, prairielearn):
+        p.add_argument("assignment", metavar="NAME",
+                       help="assignment name (assignments/NAME.toml in the course) or a spec path")
+        p.add_argument("--course", type=Path, metavar="DIR",
+                       help="folder holding assignments/ and solutions/ (default: this checkout)")
+        p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
+                       help="the sandbox submissions run in on the platform; none confines "
+                            "nothing (a notebook could read the answer key): default "
+                            "%(default)s, the strongest that works there")
+        p.add_argument("--wheel", type=Path, metavar="FILE",
+                       help="the backprop_grader wheel to ship (default: built from this "
+                            "checkout)")
+        p.set_defaults(run=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    spec = find_spec(args.assignment, args.course)
+    if args.platform == "gradescope":
+        from grader.platforms.gradescope import export_gradescope
+
+        out = export_gradescope(spec, args.output, hidden=args.hidden, sandbox=args.sandbox,
+                                wheel=args.wheel)
+        print(f"wrote {out}: upload it as the autograder of {spec.name} on Gradescope")
+    else:
+        from grader.platforms.prairielearn import export_prairielearn
+
+        info = export_prairielearn(spec, args.output, image=args.image, sandbox=args.sandbox,
+                                   wheel=args.wheel)
+        print(f"wrote {args.output}: build and push {args.output / 'image'} as {args.image}, "
+              f"then copy serverFilesCourse/ and questions/ into the course ({info})")
+    return 0
 
 
 def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> AssignmentSpec:
