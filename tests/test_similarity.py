@@ -74,8 +74,10 @@ def test_without_copydetect_the_error_names_the_extra(tmp_path, capsys, monkeypa
                  str(tmp_path / "out")]) == 2
     assert "backprop-grader[similarity]" in capsys.readouterr().err
     # Before any grading: nothing is written.
+    submission(tmp_path, "ada")
     assert main(["grade", str(tmp_path), "--assignment", NAME, "--out", str(tmp_path / "out"),
                  "--similarity"]) == 2
+    assert "backprop-grader[similarity]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
