@@ -220,3 +220,12 @@ def test_exporting_again_keeps_the_question_and_its_uuid(prairielearn):
                  str(wheel)]) == 0
     again = json.loads(info_path.read_text())
     assert again["uuid"] == info["uuid"] and again["title"] == "Renamed by the instructor"
+
+
+def test_a_course_without_its_answer_key_is_not_exported(tmp_path, capsys):
+    course = tmp_path / "course"
+    shutil.copytree(Path(__file__).parent.parent / "assignments", course / "assignments")
+    assert main(["export", "gradescope", NAME, "--course", str(course), "-o",
+                 str(tmp_path / "autograder.zip")]) == 2
+    assert "reference notebook" in capsys.readouterr().err
+    assert not (tmp_path / "autograder.zip").exists()
