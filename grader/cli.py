@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gradescope: also write OUT/gradescope/<student>.json, Gradescope's "
                             "results.json (OUT/<student>.json, .html, grades.csv and "
                             "summary.png are always written)")
+    grade.add_argument("--similarity", action="store_true",
+                       help="also flag copied work: write OUT/similarity.csv and "
+                            "OUT/similarity.html as `grader similarity` does (grades unchanged)")
     # Every report judged so far is committed; the same command finishes the rest.
     grade.set_defaults(run=_cmd_grade,
                        interrupted="interrupted; run the same command again to grade the rest")
@@ -157,9 +160,134 @@ def build_parser() -> argparse.ArgumentParser:
                              "solution's parent's parent, or this checkout without SOLUTION)")
     assign.set_defaults(run=_cmd_assign)
 
+    _add_export(sub)
+
+    similarity = sub.add_parser(
+        "similarity", help="flag pairs of submissions with copied code",
+        description="Compare the code cells of every submission in SOURCE (a folder or zip, as "
+                    "`grader grade` reads it) with every other, by winnowing fingerprints "
+                    "(copydetect: pip install 'backprop-grader[similarity]'). The handout's "
+                    "code and passages many submissions share are left out; renamed "
+                    "identifiers and reordered cells still match. Writes OUT/similarity.csv "
+                    "(the pairs at or above the threshold) and OUT/similarity.html (each such "
+                    "pair side by side, shared passages marked). Evidence for a person to "
+                    "read: no grade changes. Exit 0 when no pair is flagged, 1 when some are.")
+    similarity.add_argument("source", type=Path, metavar="SOURCE")
+    similarity.add_argument("--assignment", required=True, metavar="NAME",
+                            help="assignment name (its handout's code is left out) or a spec path")
+    similarity.add_argument("--course", type=Path, metavar="DIR",
+                            help="folder holding assignments/ and solutions/ (default: this "
+                                 "checkout)")
+    similarity.add_argument("--out", type=Path, required=True, metavar="OUT",
+                            help="folder for similarity.csv and similarity.html")
+    similarity.add_argument("--threshold", type=_share, metavar="T",
+                            help="flag a pair when one's own code is at least this share found "
+                                 "in the other's, 0 to 1 (default 0.7)")
+    similarity.set_defaults(run=_cmd_similarity)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of the report")
     schema.set_defaults(run=_cmd_schema)
     return parser
+
+
+def _add_export(sub: Any) -> None:
+    export = sub.add_parser(
+        "export", help="make an autograder for Gradescope or PrairieLearn",
+        description="Write what a course platform needs to grade NAME on every submission: "
+                    "a wheel of this grader (built from this checkout unless --wheel), the "
+                    "spec, the handout and the reference notebook, and the platform's scripts. "
+                    "Submissions are graded in the sandbox inside the platform's container; "
+                    "the results file is written even when a notebook cannot be graded.")
+    platforms = export.add_subparsers(dest="platform", required=True, metavar="PLATFORM")
+    gradescope = platforms.add_parser(
+        "gradescope", help="Gradescope's autograder zip (setup.sh, run_autograder)",
+        description="Write Gradescope's autograder zip: upload it as the assignment's "
+                    "autograder (base image: Ubuntu; setup.sh installs Python 3.11 if the "
+                    "image has no Python of at least 3.11).")
+    gradescope.add_argument("-o", "--output", type=Path, required=True, metavar="ZIP",
+                            help="the zip to write, e.g. autograder.zip")
+    gradescope.add_argument("--hidden", choices=["after_due_date", "after_published", "visible"],
+                            default="after_due_date",
+                            help="when students see the verdicts on hidden cases (default "
+                                 "after_due_date); the worked examples are visible at once. "
+                                 "Gradescope hides the total score while a test is hidden")
+    prairielearn = platforms.add_parser(
+        "prairielearn", help="a PrairieLearn external grader (image, entrypoint, question)",
+        description="Write (or add to) DIR: image/ (Dockerfile and wheel of the grading "
+                    "image), serverFilesCourse/backprop_grader/ (entrypoint run.sh and the "
+                    "course files) and questions/NAME/ (info.json with externalGradingOptions, "
+                    "question.html): merge the last two into the course repository, build and "
+                    "push the image.")
+    prairielearn.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                              help="folder to write (created if needed)")
+    prairielearn.add_argument("--image", default=f"backprop-grader:{__version__}",
+                              help="the grading image's name, as PrairieLearn pulls it (e.g. "
+                                   "YOU/backprop-grader:VERSION on Docker Hub; default "
+                                   "%(default)s)")
+    for p in (gradescope, prairielearn):
+        p.add_argument("assignment", metavar="NAME",
+                       help="assignment name (assignments/NAME.toml in the course) or a spec path")
+        p.add_argument("--course", type=Path, metavar="DIR",
+                       help="folder holding assignments/ and solutions/ (default: this checkout)")
+        p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
+                       help="the sandbox submissions run in on the platform; none confines "
+                            "nothing (a notebook could read the answer key): default "
+                            "%(default)s, the strongest that works there")
+        p.add_argument("--wheel", type=Path, metavar="FILE",
+                       help="the backprop_grader wheel to ship (default: built from this "
+                            "checkout)")
+        p.set_defaults(run=_cmd_export)
+
+
+def _share(text: str) -> float:
+    """A share, from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, not {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
+def _similarity(source: Path, out: Path, spec: AssignmentSpec, threshold: float | None) -> int:
+    """Write the similarity files; 1 when some pair is flagged."""
+    from grader.classrun.similarity import DEFAULT_THRESHOLD, compare_class
+    from grader.outputs.similarity import write_similarity
+
+    result = compare_class(source, spec, DEFAULT_THRESHOLD if threshold is None else threshold)
+    _, page = write_similarity(result, out, spec.title)
+    flagged = result.flagged
+    print(f"similarity: {len(flagged)} of {len(result.pairs)} pairs at or above "
+          f"{result.threshold:g}" + (f"; read {page}" if flagged else ""))
+    for p in flagged:
+        print(f"  {p.first} and {p.second}: {p.score:.2f}")
+    if len(result.pairs) > len(flagged):
+        below = result.pairs[len(flagged)]
+        print(f"  highest below: {below.first} and {below.second}: {below.score:.2f}")
+    return EXIT_PARTIAL if flagged else EXIT_FULL
+
+
+def _cmd_similarity(args: argparse.Namespace) -> int:
+    return _similarity(args.source, args.out, _spec_for(args), args.threshold)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    spec = find_spec(args.assignment, args.course)
+    if args.platform == "gradescope":
+        from grader.platforms.gradescope import export_gradescope
+
+        out = export_gradescope(spec, args.output, hidden=args.hidden, sandbox=args.sandbox,
+                                wheel=args.wheel)
+        print(f"wrote {out}: upload it as the autograder of {spec.name} on Gradescope")
+    else:
+        from grader.platforms.prairielearn import export_prairielearn
+
+        info = export_prairielearn(spec, args.output, image=args.image, sandbox=args.sandbox,
+                                   wheel=args.wheel)
+        print(f"wrote {args.output}: build and push {args.output / 'image'} as {args.image}, "
+              f"then copy serverFilesCourse/ and questions/ into the course ({info})")
+    return 0
 
 
 def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> AssignmentSpec:
@@ -259,13 +387,21 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.outputs.progress import Verbosity
 
     spec = _spec_for(args)
+    if args.similarity:
+        from grader.classrun.similarity import require_copydetect
+
+        require_copydetect()  # before grading, not after an hour of it
     # grade_class chooses the sandbox, once for the class.
     limits = _limits(args, spec)
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
-    return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
-                       gradebook=args.gradebook, verbosity=verbosity,
-                       gradescope=args.format == "gradescope")
+    status = grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
+                         gradebook=args.gradebook, verbosity=verbosity,
+                         gradescope=args.format == "gradescope")
+    if args.similarity:
+        # Flags are evidence for a person: they never change the grading run's status.
+        _similarity(args.source, args.out, spec, None)
+    return status
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:
