@@ -71,7 +71,11 @@ def notebook_path(shell: Any) -> Path:
     names = [shell.user_ns.get(n) for n in _SESSION_NAMES] + [os.environ.get("JPY_SESSION_NAME")]
     for name in names:
         if isinstance(name, str) and name.endswith(".ipynb"):
-            return Path(name).expanduser().absolute()
+            path = Path(name).expanduser().absolute()
+            # A server may give the path from its root folder, and start the kernel in the
+            # notebook's own folder.
+            beside = Path(Path(name).name).absolute()
+            return beside if not path.is_file() and beside.is_file() else path
     raise LookupError("this kernel was not told which notebook it runs: name it, as in "
                       "%grader check homework.ipynb")
 

@@ -49,11 +49,14 @@ def test_check_grades_the_saved_file_and_warns_of_unsaved_cells(tmp_path, monkey
 
 
 def test_a_saved_notebook_checks_without_warning(tmp_path, monkeypatch):
-    path = _saved(tmp_path)
-    monkeypatch.setenv("JPY_SESSION_NAME", str(path))
+    folder = tmp_path / "week1"
+    folder.mkdir()
+    path = _saved(folder)
+    # The path from the server's root folder; the kernel runs in the notebook's folder.
+    monkeypatch.setenv("JPY_SESSION_NAME", "week1/homework.ipynb")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+                   resources={"metadata": {"path": str(folder)}}).execute()
     out, err = _text(nb.cells[-1])
     assert "warning" not in err
     assert "homework.ipynb (derivative_calculation): 10/10 points" in out
