@@ -347,8 +347,9 @@ def _cmd_handout(args: argparse.Namespace) -> int:
     if args.name is None:
         print(f"grader: {course.describe()}", file=sys.stderr)
         names = course.names()
+        width = max(map(len, names), default=0)
         for name in names:
-            print(f"{name:{max(map(len, names))}}  {find_spec(name, course.root).title}")
+            print(f"{name:{width}}  {find_spec(name, course.root).title}")
         return EXIT_FULL
     written = write_handout(find_spec(args.name, course.root), args.out, force=args.force)
     print(f"wrote {written}; check it with: grader check {written}")

@@ -30,7 +30,6 @@ class Course:
 
     root: Path
     origin: str
-    installed: bool = False
 
     @property
     def assignments(self) -> Path:
@@ -54,8 +53,8 @@ def installed_course() -> Course:
     """The course installed with the package: the wheel's public content, or, running from a
     checkout (an editable install), the checkout itself."""
     if _holds_course(_BUNDLED):
-        return Course(_BUNDLED, f"installed with backprop-grader {__version__}", installed=True)
-    return Course(_PACKAGE.parent, "the checkout the grader runs from", installed=True)
+        return Course(_BUNDLED, f"installed with backprop-grader {__version__}")
+    return Course(_PACKAGE.parent, "the checkout the grader runs from")
 
 
 def find_course(explicit: Path | None = None) -> Course:
