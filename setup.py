@@ -6,6 +6,7 @@ the installed grader finds them. solutions/ (the answer key) is never copied. An
 needs no copy: the grader finds the checkout's assignments/ in place.
 """
 
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -20,6 +21,8 @@ class BuildWithCourse(build_py):
     def run(self) -> None:
         super().run()
         if not self.editable_mode:
+            # A build folder kept from an earlier build may hold an assignment since removed.
+            shutil.rmtree(Path(self.build_lib) / "grader" / "content", ignore_errors=True)
             for source, target in self._course_files():
                 self.mkpath(str(target.parent))
                 self.copy_file(str(source), str(target))
