@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import TypeAdapter, ValidationError
 
 from grader import __version__
+from grader.course import ENVIRONMENT, Course, find_course, secret_paths, write_handout
 from grader.errors import (
     EXIT_FULL,
     EXIT_INTERRUPTED,
@@ -31,14 +32,17 @@ from grader.run.sandbox import choose_sandbox
 from grader.settings import SANDBOXES, Limits, default, help_text
 from grader.spec import AssignmentSpec, find_spec
 
+_COURSE_HELP = ("folder holding assignments/ (and solutions/, the answer key, for a full "
+                f"grade); default: ${ENVIRONMENT}, else the current folder if it holds "
+                "assignments/, else the course installed with the grader")
+
 
 def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None:
     p.add_argument("--assignment", metavar="NAME",
                    help="assignment name (assignments/NAME.toml in the course) or a spec path"
                         + ("; defaults to the name recorded in the notebook's metadata"
                            if one_notebook else " (required)"))
-    p.add_argument("--course", type=Path, metavar="DIR",
-                   help="folder holding assignments/ and solutions/ (default: this checkout)")
+    p.add_argument("--course", type=Path, metavar="DIR", help=_COURSE_HELP)
     p.add_argument("--cell-timeout", type=_limit("cell_timeout_s"), metavar="S",
                    help=f"{help_text('cell_timeout_s')} (default: the spec's)")
     p.add_argument("--call-timeout", type=_limit("call_timeout_s"), metavar="S",
@@ -91,10 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "gradescope: Gradescope's results.json")
     check.add_argument("--json", action="store_const", const="json", dest="format",
                        help="same as --format json")
-    check.add_argument("--public", action="store_true",
-                       help="self-check without the answer key: worked examples, finite-"
-                            "difference and property checks only (automatic when the "
-                            "assignment's solution is not installed)")
+    mode = check.add_mutually_exclusive_group()
+    mode.add_argument("--public", action="store_true",
+                      help="self-check without the answer key: worked examples, finite-"
+                           "difference and property checks only (the default where the course "
+                           "has no answer key, as the installed one)")
+    mode.add_argument("--full", action="store_true",
+                      help="grade with the answer key, as a class run does: an error where the "
+                           "course has none (the default where it has one)")
     check.add_argument("--seed", type=_seed,
                        help="seed for the random cases, to replay a graded report's cases (its "
                             "`seed`); default: a fresh one each run, so no check replays the "
@@ -157,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "that no solution produces")
     assign.add_argument("--course", type=Path, metavar="DIR",
                         help="folder holding assignments/ and solutions/ (default: the "
-                             "solution's parent's parent, or this checkout without SOLUTION)")
+                             "solution's parent's parent; without SOLUTION, as for `grader check`)")
     assign.set_defaults(run=_cmd_assign)
 
     _add_export(sub)
@@ -175,15 +183,26 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("source", type=Path, metavar="SOURCE")
     similarity.add_argument("--assignment", required=True, metavar="NAME",
                             help="assignment name (its handout's code is left out) or a spec path")
-    similarity.add_argument("--course", type=Path, metavar="DIR",
-                            help="folder holding assignments/ and solutions/ (default: this "
-                                 "checkout)")
+    similarity.add_argument("--course", type=Path, metavar="DIR", help=_COURSE_HELP)
     similarity.add_argument("--out", type=Path, required=True, metavar="OUT",
                             help="folder for similarity.csv and similarity.html")
     similarity.add_argument("--threshold", type=_share, metavar="T",
                             help="flag a pair when one's own code is at least this share found "
                                  "in the other's, 0 to 1 (default 0.7)")
     similarity.set_defaults(run=_cmd_similarity)
+
+    handout = sub.add_parser(
+        "handout", help="write an assignment's student notebook into this folder",
+        description="Write NAME.ipynb, the student notebook of assignment NAME, into the current "
+                    "folder (or --out DIR). A notebook of that name already there is never "
+                    "replaced without --force. Without NAME, list the course's assignments.")
+    handout.add_argument("name", nargs="?", metavar="NAME")
+    handout.add_argument("--out", type=Path, default=Path(), metavar="DIR",
+                         help="folder to write to (default: the current folder)")
+    handout.add_argument("--force", action="store_true",
+                         help="replace DIR/NAME.ipynb when it exists: the work in it is lost")
+    handout.add_argument("--course", type=Path, metavar="DIR", help=_COURSE_HELP)
+    handout.set_defaults(run=_cmd_handout)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the report")
     schema.set_defaults(run=_cmd_schema)
@@ -227,8 +246,7 @@ def _add_export(sub: Any) -> None:
     for p in (gradescope, prairielearn):
         p.add_argument("assignment", metavar="NAME",
                        help="assignment name (assignments/NAME.toml in the course) or a spec path")
-        p.add_argument("--course", type=Path, metavar="DIR",
-                       help="folder holding assignments/ and solutions/ (default: this checkout)")
+        p.add_argument("--course", type=Path, metavar="DIR", help=_COURSE_HELP)
         p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
                        help="the sandbox submissions run in on the platform; none confines "
                             "nothing (a notebook could read the answer key): default "
@@ -291,12 +309,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _spec_for(args: argparse.Namespace, notebook: Path | None = None) -> AssignmentSpec:
+    return _course_and_spec(args, notebook)[1]
+
+
+def _course_and_spec(args: argparse.Namespace, notebook: Path | None = None
+                     ) -> tuple[Course | None, AssignmentSpec]:
+    """The assignment the options name, and the course it comes from (None for a spec path)."""
     name = args.assignment
     if name is None and notebook is not None:
         name = _assignment_in_metadata(notebook)
     if name is None:
         raise UsageError("--assignment is required (the notebook does not name its assignment)")
-    return find_spec(name, args.course)
+    if name.endswith(".toml"):
+        return None, find_spec(name)
+    course = find_course(args.course)
+    return course, find_spec(name, course.root)
 
 
 def _assignment_in_metadata(notebook: Path) -> str | None:
@@ -311,16 +338,24 @@ def _assignment_in_metadata(notebook: Path) -> str | None:
 def _cmd_check(args: argparse.Namespace) -> int:
     if not args.notebook.is_file():
         raise UsageError(f"no such file: {args.notebook}")
-    spec = _spec_for(args, args.notebook)
+    course, spec = _course_and_spec(args, args.notebook)
+    has_key = spec.reference_path.is_file()
+    # --full without a key is refused by grade_notebook, which names the course.
+    public = args.public or (not args.full and not has_key)
+    why = ("--public" if args.public else "--full" if args.full
+           else "this course has no answer key" if public else "with the answer key")
+    where = course.describe() if course else f"spec {spec.source}"
+    print(f"grader: {spec.name} from {where}; {'public' if public else 'full'} mode ({why})",
+          file=sys.stderr)
     # Fresh cases unless asked: what a student can run never replays a class run's cases.
     seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)
-    # Chosen here, once, and checked to hide the spec and the answer key.
-    box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
+    # Chosen here, once, and checked to hide the answer key (and a spec not published).
+    box = choose_sandbox(limits.sandbox, hide=secret_paths(spec))
     try:
         report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
                                             km_factory=box.factory(limits), sandbox=box.name,
-                                            public=args.public))
+                                            public=public))
     except GraderError:
         raise  # already says what went wrong
     except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
@@ -406,11 +441,10 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
 def _cmd_assign(args: argparse.Namespace) -> int:
     from grader import authoring
-    from grader.spec import default_course_dir
 
     solutions: list[Path] = args.solutions
     if not solutions:
-        course = args.course or default_course_dir()
+        course = find_course(args.course).root
         solutions = authoring.solutions_in(course)
         if not solutions:
             raise UsageError(f"no solution notebooks in {course / 'solutions'}")
@@ -433,12 +467,26 @@ def _cmd_assign(args: argparse.Namespace) -> int:
             stale = True
             print(f"{student.path} is out of date ({difference}); run: grader assign {solution}")
     if args.check and not args.solutions:
-        for orphan in authoring.orphans(args.course or default_course_dir(), produced):
+        for orphan in authoring.orphans(find_course(args.course).root, produced):
             stale = True
             print(f"{orphan} has no solution notebook in solutions/")
     if failed:
         return EXIT_UNGRADABLE
     return EXIT_PARTIAL if stale else EXIT_FULL
+
+
+def _cmd_handout(args: argparse.Namespace) -> int:
+    course = find_course(args.course)
+    if args.name is None:
+        print(f"grader: {course.describe()}", file=sys.stderr)
+        names = course.names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            print(f"{name:{width}}  {find_spec(name, course.root).title}")
+        return EXIT_FULL
+    written = write_handout(find_spec(args.name, course.root), args.out, force=args.force)
+    print(f"wrote {written}; check it with: grader check {written}")
+    return EXIT_FULL
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 from nbformat import NotebookNode
 
 from grader import __version__
+from grader.course import secret_paths
 from grader.judge.cases import Case, call_args, make_cases
 from grader.judge.credit import Counterfactual
 from grader.judge.expressions import evaluate
@@ -66,14 +67,15 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     the report names the one used; a caller that chose it already, or brings kernels of its
     own, passes its `km_factory` and names its sandbox in `sandbox`.
 
-    `public` grades without the answer key (a student's self-check); so does a course whose
-    reference notebook is not installed.
+    `public` grades without the answer key (a student's self-check); a full grade where the
+    course has no answer key is a SpecError, never a public grade in silence.
     """
     started = time.monotonic()
+    # Before the notebook is read: without its answer key a full grade has no report at all.
+    namespace = handout_namespace(spec) if public else reference_namespace(spec)
     if km_factory is None:
-        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
+        box = choose_sandbox(limits.sandbox, hide=secret_paths(spec))
         km_factory, sandbox = box.factory(limits), box.name
-    public = public or not spec.reference_path.is_file()
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
                   grader_version=__version__, max_score=spec.max_score, sandbox=sandbox,
                   mode="public" if public else "full")
@@ -82,7 +84,6 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
-    namespace = handout_namespace(spec) if public else reference_namespace(spec)
     try:
         cases = make_cases(spec, namespace, seed)
     except NotImplementedError:

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from grader.course import find_course
 from grader.errors import GraderError
 
 
@@ -419,19 +420,15 @@ def load_spec(path: Path) -> AssignmentSpec:
         raise SpecError(f"invalid assignment spec {path}:\n{exc}") from None
 
 
-def default_course_dir() -> Path:
-    """The folder holding assignments/ and solutions/: the checkout this package runs from."""
-    return Path(__file__).resolve().parent.parent
-
-
 def find_spec(assignment: str, course: Path | None = None) -> AssignmentSpec:
-    """Resolve an assignment by name (assignments/NAME.toml in the course) or by spec path."""
+    """Resolve an assignment by name (assignments/NAME.toml in the course, by default the one
+    find_course finds) or by spec path."""
     candidate = Path(assignment)
     if candidate.suffix == ".toml":
         if not candidate.is_file():
             raise SpecError(f"no assignment spec at {candidate}")
         return load_spec(candidate)
-    folder = (course or default_course_dir()) / "assignments"
+    folder = (course or find_course().root) / "assignments"
     path = folder / f"{assignment}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []
