@@ -68,6 +68,12 @@ class CaseSet(StrEnum):
     SCALAR = "scalar"
     VECTOR = "vector"
     MATRIX = "matrix"
+    # Whole batches: each case's variables give their own shapes (see CaseSets.batches).
+    BATCH = "batch"
+
+
+# The groups drawn with a shape of their own; a spec that draws batches draws none of these.
+SHAPED_SETS = (CaseSet.SCALAR, CaseSet.VECTOR, CaseSet.MATRIX)
 
 
 class _Model(BaseModel):
@@ -115,12 +121,26 @@ class Timeouts(_Model):
     call_s: float = Field(5.0, gt=0, description="Per call of a student function.")
 
 
+class BatchCredit(StrEnum):
+    """How the points of a function's `batch` group are earned."""
+
+    EACH = "each"  # every batch right earns its share: points / number of batches
+    ALL = "all"  # the points only when every batch is right
+
+
 class CaseSets(_Model):
     """How many random cases to draw, and their shapes."""
 
     scalar: int = Field(3, ge=1, description="Scalar cases drawn per function.")
     vector: tuple[PositiveInt] = (6,)
     matrix: tuple[PositiveInt, PositiveInt] = (3, 4)
+    batches: int = Field(
+        0, ge=0, description="Whole-batch cases to draw instead of the scalar, vector and "
+        "matrix ones: every variable of a batch gives its own shape (a draw without `shape` "
+        "is one number), and functions score them under `batch` in `points`.")
+    batch_credit: BatchCredit = Field(
+        BatchCredit.EACH, description="'each': every right batch earns points / batches; "
+        "'all': the group's points only when every batch is right.")
 
 
 class GradientCheck(_Model):
@@ -191,6 +211,10 @@ class Detector(StrEnum):
     # `value`, an expression of `result`, is one and the same number on every case; the hint
     # may quote it as {value}. It reveals, say, the step size an update really takes.
     CONSTANT = "constant"
+    # nan or infinities exactly where `where` (a condition of case variables, broadcast to the
+    # result's shape) holds, finite values everywhere else: a formula that overflows or
+    # underflows on the inputs that need care (an unstabilised softmax on large logits).
+    NON_FINITE = "non_finite"
 
 
 MISTAKE_ID = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$"
@@ -212,10 +236,15 @@ class Mistake(_Model):
     unless: float | None = Field(
         default=None, description="For detector 'constant': the value correct work keeps "
         "constant, which is therefore no sign of this mistake.")
+    where: Expression | None = Field(
+        default=None, description="For detector 'non_finite': a condition of case variables, "
+        "true where the mistake makes the result nan or infinite (e.g. 'np.abs(Z) > 700'); it "
+        "is broadcast to the result's shape.")
     example: str | None = Field(
         default=None, description="A body of the function, written with its own parameter "
         "names, that makes this mistake; the assignment CI proves the detector fires on it. "
-        "Needed for detector 'constant', whose value says what the mistake keeps, not how.")
+        "Needed for detectors 'constant' and 'non_finite', whose expressions say what the "
+        "mistake does, not how.")
 
     @model_validator(mode="after")
     def _value_iff_value_detector(self) -> Mistake:
@@ -225,8 +254,13 @@ class Mistake(_Model):
                              "'constant' only, and they need one")
         if self.value is not None:
             _check_expression(self.value)
-        if self.detector is Detector.CONSTANT and self.example is None:
-            raise ValueError(f"{self.id}: detector 'constant' needs an example body")
+        if (self.detector is Detector.NON_FINITE) != (self.where is not None):
+            raise ValueError(f"{self.id}: a 'where' condition goes with detector 'non_finite' "
+                             "only, and it needs one")
+        if self.where is not None:
+            _check_expression(self.where)
+        if self.detector in (Detector.CONSTANT, Detector.NON_FINITE) and self.example is None:
+            raise ValueError(f"{self.id}: detector '{self.detector}' needs an example body")
         if self.detector is Detector.CONSTANT:
             try:
                 self.hint.format(value=1.0)
@@ -257,7 +291,7 @@ class FunctionSpec(_Model):
         description="Expected value; by default the reference function called on `args`.",
     )
     points: dict[CaseSet, NonNegativeFloat] = Field(
-        default_factory=lambda: {s: 1.0 for s in CaseSet},
+        default_factory=lambda: {s: 1.0 for s in (CaseSet.EXAMPLES, *SHAPED_SETS)},
         description="Points for each group of cases checked against the reference.",
     )
     gradient_checks: list[GradientCheck] = Field(default_factory=list)
@@ -378,6 +412,13 @@ class AssignmentSpec(_Model):
                 raise ValueError(f"{function}: one example answer per example is needed")
         if not self.examples and any(CaseSet.EXAMPLES in f.points for f in self.functions):
             raise ValueError("points are given for examples but the spec has none")
+        for f in self.functions:
+            if self.cases.batches and set(f.points) & set(SHAPED_SETS):
+                raise ValueError(f"{f.name}: [cases] draws batches only, so points go to "
+                                 "'examples' and 'batch'; give them explicitly")
+            if not self.cases.batches and CaseSet.BATCH in f.points:
+                raise ValueError(f"{f.name}: points for 'batch', but [cases] draws no batches "
+                                 "(set batches = N)")
         return self
 
     @property

@@ -23,10 +23,11 @@ from grader.judge.closeness import (
     relative_difference,
 )
 from grader.judge.diagnose import gradient_relation
-from grader.judge.expressions import evaluate, gradient
+from grader.judge.expressions import evaluate, evaluate_spec, gradient, spec_failure
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import (
     AssignmentSpec,
+    BatchCredit,
     CaseSet,
     Code,
     ContrastCheck,
@@ -71,6 +72,7 @@ SET_WORDS = {
     CaseSet.SCALAR: "hidden scalar case",
     CaseSet.VECTOR: "hidden 1-D array case",
     CaseSet.MATRIX: "hidden 2-D array case",
+    CaseSet.BATCH: "hidden batch",
 }
 
 
@@ -231,11 +233,12 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
         assert worst is not None
         return TestResult(**base, score=0, status=worst.status, feedback=worst.message)
     details: list[CaseDetail] = []
-    wrong: list[str] = []
+    wrong: list[tuple[int, str]] = []
     max_error = 0.0
     for i, (case, verdict) in enumerate(zip(cases, verdicts, strict=True)):
         assert verdict.got is not None
-        expected = (evaluate(f.expected_expression, namespace, **case.variables)
+        expected = (evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                                  **case.variables)
                     if answers is None else answers[i])
         ok, reason, rel = compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)
         max_error = max(max_error, rel)
@@ -251,20 +254,48 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                 reason = f"expected {describe(want)} but got {got_words}"
             elif visible:
                 reason = f"expected {fmt(expected)} but got {fmt(verdict.got)}"
-            wrong.append(reason)
+            wrong.append((i, reason))
     words = SET_WORDS[case_set]
     n = len(cases)
     if not wrong:
-        feedback = f"Correct on {'the' if n == 1 else f'all {n}'} {words}{'s' if n > 1 else ''}."
+        feedback = f"Correct on {'the' if n == 1 else f'all {n}'} {plural(words, n)}."
         return TestResult(**base, score=points, status=TestStatus.PASSED, feedback=feedback,
                           max_error=max_error, details=details)
-    count = f"{len(wrong)} of {n} {words}s" if n > 1 else f"the {words}"
-    if wrong[0] == "wrong value":  # a hidden case: only the size of the error may show
+    score = 0.0
+    if case_set is CaseSet.BATCH:
+        # Batches are named by their place, so a student can tell them apart between runs of a
+        # self-check; each earns its share when the spec says so.
+        count = (f"{words} {_ordinal_list([i + 1 for i, _ in wrong])} of {n}" if n > 1
+                 else f"the {words}")
+        count = count.replace(words, plural(words, len(wrong)), 1)
+        if spec.cases.batch_credit is BatchCredit.EACH:
+            score = points * (n - len(wrong)) / n
+    else:
+        count = f"{len(wrong)} of {n} {plural(words, n)}" if n > 1 else f"the {words}"
+    if wrong[0][1] == "wrong value":  # a hidden case: only the size of the error may show
         feedback = f"Wrong on {count} (largest relative error {max_error:.3g})"
     else:
-        feedback = f"Wrong on {count}: {wrong[0]}"
-    return TestResult(**base, score=0, status=TestStatus.FAILED, feedback=feedback + ".",
+        feedback = f"Wrong on {count}: {wrong[0][1]}"
+    return TestResult(**base, score=score, status=TestStatus.FAILED, feedback=feedback + ".",
                       max_error=max_error, details=details)
+
+
+def plural(words: str, n: int) -> str:
+    """'hidden batch' for one, 'hidden batches' for more; likewise for cases."""
+    if n == 1:
+        return words
+    return words + ("es" if words.endswith("batch") else "s")
+
+
+def hidden_words(spec: AssignmentSpec) -> str:
+    """What the spec's hidden cases are called: batches, for a spec that draws batches."""
+    return SET_WORDS[CaseSet.BATCH] if spec.cases.batches else "hidden case"
+
+
+def _ordinal_list(numbers: Sequence[int]) -> str:
+    """1, 2 and 3."""
+    text = [str(k) for k in numbers]
+    return text[0] if len(text) == 1 else f"{', '.join(text[:-1])} and {text[-1]}"
 
 
 def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeout_s: float
@@ -316,13 +347,20 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         def of(perturbed: np.ndarray, case: Case = case) -> Any:
             return evaluate(check.of, namespace, **(case.variables | {check.wrt: perturbed}))
 
-        # The numerical side involves no student value: its errors are the grader's own.
-        numeric = gradient(of, case.variables[check.wrt])
+        # The numerical side involves no student value: its errors are the spec's own.
+        try:
+            numeric = gradient(of, case.variables[check.wrt])
+        except Exception as exc:
+            raise spec_failure(spec, f"{f.name}: gradient check {check.name!r}: of", check.of,
+                               exc) from exc
         try:
             analytic = np.asarray(
                 evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
             if numeric.shape != analytic.shape:
                 raise ValueError("a gradient has the shape of the variable it is taken against")
+        except NameError as exc:  # a name no value can supply: the spec's
+            raise spec_failure(spec, f"{f.name}: gradient check {check.name!r}: value",
+                               check.value, exc) from exc
         except _DOES_NOT_FIT as exc:
             return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
                               feedback=f"{f.name} returned {describe(got, ())}, which does "
@@ -340,7 +378,7 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
     # is off by percents or more.
     if worst <= spec.tolerance.fd_rtol:
         return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
-                          feedback=f"Agrees with a numerical derivative on {_every(values)}.")
+                          feedback=f"Agrees with a numerical derivative on {_every(spec, values)}.")
     relation = gradient_relation(np.concatenate([np.ravel(a) for a, _ in pairs]),
                                  np.concatenate([np.ravel(n) for _, n in pairs]))
     return TestResult(
@@ -350,10 +388,11 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         + (f": {relation}." if relation else "."))
 
 
-def _every(values: Sequence[Any]) -> str:
+def _every(spec: AssignmentSpec, values: Sequence[Any]) -> str:
     """How many hidden cases a passed check judged, in words: never "every" for none."""
     assert values, "a check that judged no case does not pass"
-    return "the hidden case" if len(values) == 1 else f"all {len(values)} hidden cases"
+    words = hidden_words(spec)
+    return f"the {words}" if len(values) == 1 else f"all {len(values)} {plural(words, 2)}"
 
 
 def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
@@ -397,6 +436,8 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
         names = {"result": got} | ({} if other is None else {"other": other})
         try:
             holds = bool(np.all(evaluate(holds_expr, namespace, **names, **case.variables)))
+        except NameError as exc:  # a name no value can supply: the spec's
+            raise spec_failure(spec, f"{f.name}: {name!r}: holds", holds_expr, exc) from exc
         except _DOES_NOT_FIT as exc:
             holds, misfit = False, misfit or exc
         except Exception as exc:  # anything else the value makes the check raise
@@ -404,7 +445,7 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
         failures += not holds
     if failures == 0:
         return TestResult(**base, score=points, status=TestStatus.PASSED,
-                          feedback=f"Holds on {_every(values)}.")
+                          feedback=f"Holds on {_every(spec, values)}.")
     if misfit is not None:
         # The check could not even be carried out: say so, rather than what failing it means.
         return TestResult(
@@ -431,6 +472,6 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
     if differ == 0:
         return TestResult(**base, score=f.repeat.points, status=TestStatus.PASSED,
                           feedback=f"Called twice, it returned the same result on "
-                          f"{_every(first)}.")
+                          f"{_every(spec, first)}.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")
