@@ -24,6 +24,7 @@ from grader.errors import (
 )
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import fresh_seed
+from grader.judge.speccheck import verify as verify_spec
 from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
@@ -259,6 +260,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.outputs.progress import Verbosity
 
     spec = _spec_for(args)
+    # The spec's own slips stop the run before any submission is graded.
+    verify_spec(spec)
     # grade_class chooses the sandbox, once for the class.
     limits = _limits(args, spec)
     verbosity = (Verbosity.QUIET if args.quiet else
@@ -290,12 +293,27 @@ def _cmd_assign(args: argparse.Namespace) -> int:
             failed = True
             continue
         produced.add(student.path)
+        try:
+            answers = authoring.example_answers(student.spec)
+        except (authoring.AuthoringError, GraderError) as exc:
+            print(f"grader: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
         if not args.check:
             student.write()
             print(f"{solution} -> {student.path}")
-        elif difference := student.difference():
-            stale = True
-            print(f"{student.path} is out of date ({difference}); run: grader assign {solution}")
+            if answers.stale():
+                answers.write()
+                print(f"{solution} -> {answers.path} [example_answers]")
+        else:
+            if difference := student.difference():
+                stale = True
+                print(f"{student.path} is out of date ({difference}); run: grader assign "
+                      f"{solution}")
+            if changed := answers.stale():
+                stale = True
+                print(f"{answers.path}: [example_answers] are out of date for "
+                      f"{', '.join(changed)}; run: grader assign {solution}")
     if args.check and not args.solutions:
         for orphan in authoring.orphans(args.course or default_course_dir(), produced):
             stale = True

@@ -15,6 +15,7 @@ from grader.judge.credit import Counterfactual
 from grader.judge.expressions import evaluate_spec
 from grader.judge.judging import counterfactuals, first_pass, judge
 from grader.judge.reference import handout_namespace, reference_namespace
+from grader.judge.speccheck import verify
 from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
@@ -83,6 +84,8 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
+    # The spec's own slips stop here, named as the spec's, before any kernel starts.
+    verify(spec, public)
     namespace = handout_namespace(spec) if public else reference_namespace(spec)
     # A variable that fails raises a SpecError naming it: the spec's mistake, or a handout that
     # cannot compute it without the answer key.

@@ -55,6 +55,8 @@ def code(source: str, **constants: Any) -> Code:
 # A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
 # stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.
 SpecValue = int | float | list[float] | list[list[float]]
+# A worked example's answer may also be a dict of such values (a dict of gradients, say).
+AnswerValue = SpecValue | dict[str, SpecValue]
 
 
 class SpecError(GraderError):
@@ -352,11 +354,12 @@ class AssignmentSpec(_Model):
     examples: list[dict[str, SpecValue]] = Field(
         default_factory=list, description="Fixed cases shown in the notebook; always visible."
     )
-    example_answers: dict[str, list[SpecValue]] = Field(
+    example_answers: dict[str, list[AnswerValue]] = Field(
         default_factory=dict,
         description="Expected result of each function on each example, in example order: "
         "public (the notebook prints them), so a self-check runs without the answer key. "
-        "A test keeps them equal to the reference's.")
+        "`grader assign` writes them from the reference (numbers, arrays and dicts of them), "
+        "and `grader assign --check` says when they are stale.")
     mistakes: list[Mistake] = Field(
         default_factory=list, description="Misconceptions any function can show (shapes).")
     functions: list[FunctionSpec] = Field(min_length=1)

@@ -150,15 +150,18 @@ def _as_value(raw: Any) -> Any:
     return np.asarray(raw, dtype=float)
 
 
+def example_cases(spec: AssignmentSpec, namespace: dict[str, Any]) -> list[Case]:
+    """The worked examples, with their computed variables."""
+    return [Case(CaseSet.EXAMPLES, i,
+                 _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None,
+                       f"example {i + 1}"))
+            for i, ex in enumerate(spec.examples)]
+
+
 def make_cases(spec: AssignmentSpec, namespace: dict[str, Any], seed: int) -> list[Case]:
     """Every case of a submission: the examples, then scalar, vector and matrix draws (or the
     batches, for a spec that draws batches)."""
-    cases = [
-        Case(CaseSet.EXAMPLES, i,
-             _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None,
-                   f"example {i + 1}"))
-        for i, ex in enumerate(spec.examples)
-    ]
+    cases = example_cases(spec, namespace)
     rng = np.random.default_rng(seed)
     shapes: list[tuple[CaseSet, tuple[int, ...]]]
     if spec.cases.batches:
