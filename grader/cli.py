@@ -185,6 +185,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if not args.notebook.is_file():
         raise UsageError(f"no such file: {args.notebook}")
     spec = _spec_for(args, args.notebook)
+    verify_spec(spec, args.public)
     # Fresh cases unless asked: what a student can run never replays a class run's cases.
     seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)

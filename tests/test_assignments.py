@@ -13,12 +13,14 @@ import textwrap
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from grader.authoring import build_student_notebook
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import make_cases
+from grader.judge.expressions import evaluate
 from grader.judge.reference import handout_namespace, reference_namespace
 from grader.judge.verdicts import fmt
 from grader.report import Report, TestKind, TestStatus
@@ -199,5 +201,29 @@ def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
     for (f, m), report in zip(catalogue, _grade_all(paths, spec), strict=True):
         named = {t.mistake for t in report.tests if t.function == f.name}
         if m.id not in named:
-            missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}")
+            missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}: "
+                          f"{why_unnamed(spec, f, m, named)}")
     assert not missed, "\n".join(missed)
+
+
+def why_unnamed(spec: AssignmentSpec, f: FunctionSpec, m: Mistake, named: set[str | None]
+                ) -> str:
+    """Why a mistake's own variant did not get it named, as far as the spec shows."""
+    earlier = [e.id for e in spec.mistakes_for(f.name)]
+    earlier = earlier[:earlier.index(m.id)]
+    if shadowing := [i for i in earlier if i in named]:
+        return (f"an earlier entry, {shadowing[0]}, matches the same values and is named "
+                "first: make the two differ on some case, or drop one")
+    if m.detector is Detector.VALUE:
+        namespace = reference_namespace(spec)
+        for case in make_cases(spec, namespace, SEED):
+            variant = evaluate(m.value or "", namespace, **case.variables)
+            parts = variant.values() if isinstance(variant, dict) else [variant]
+            if not all(np.all(np.isfinite(np.asarray(p, dtype=float))) for p in parts):
+                return (f"its value is nan or infinite on {case.label}, and a value never "
+                        "matches nan: recognise such a mistake by where it overflows, with "
+                        "detector 'non_finite' and a 'where' condition")
+    if not named - {None}:
+        return ("no test of the variant fails, or its values match no entry: check that the "
+                "variant really makes the mistake on the hidden cases")
+    return "another entry is named instead"

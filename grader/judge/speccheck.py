@@ -78,8 +78,10 @@ def unknown_names(spec: AssignmentSpec, namespace: dict[str, Any]) -> list[str]:
             later = sorted(missing & set(spec.variable_names))
             why = (f"{', '.join(later)} {'is' if len(later) == 1 else 'are'} computed after it"
                    if later else "not a case variable, a draw or a name of the reference")
+            # A variable computed later is no typo: no other name is suggested for it.
+            typos = set(earlier) if not later else set()
             problems.append(f"case variable {key!r} = {text!r} reads "
-                            f"{_listed(missing, set(earlier))}: {why}")
+                            f"{_listed(missing, typos)}: {why}")
         earlier += [t.strip() for t in key.split(",")]
     variables = set(spec.variable_names)
     for field, text, bound in _fields(spec):
