@@ -448,13 +448,16 @@ class AssignmentSpec(_Model):
         return [*self.function(name).mistakes, *self.mistakes]
 
 
-def load_spec(path: Path) -> AssignmentSpec:
-    """Read and validate one spec file."""
+def load_spec(path: Path, without_answers: bool = False) -> AssignmentSpec:
+    """Read and validate one spec file; `without_answers` leaves out its [example_answers]
+    (which `grader assign` is about to write again, after an example was added, say)."""
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"cannot read assignment spec {path}: {exc}") from None
+    if without_answers:
+        data.pop("example_answers", None)
     try:
         return AssignmentSpec.model_validate(
             {**data, "source": path.resolve(), "digest": hashlib.sha256(raw).hexdigest()}

@@ -265,3 +265,23 @@ def test_the_assignment_ci_says_why_a_mistake_is_never_named(course):
     unscaled = next(m for m in delta.mistakes if m.id == "output_delta.unscaled")
     assert why_unnamed(spec, delta, unscaled, {"output_delta.not_divided_by_m"}).startswith(
         "an earlier entry, output_delta.not_divided_by_m, matches the same values")
+
+
+def test_an_added_example_gets_its_answers_from_grader_assign(course, capsys):
+    spec_path = course / "assignments" / "softmax_cross_entropy.toml"
+    solution = course / "solutions" / "softmax_cross_entropy.ipynb"
+    text = spec_path.read_text()
+    example = text[text.index("[[examples]]"):text.index("# Each function's result")]
+    # A second worked example: the table no longer has one answer per example, so the spec does
+    # not load for grading until `grader assign` writes the answers again.
+    spec_path.write_text(text.replace(example, example + example.replace("[0, 1, 2, 2]",
+                                                                         "[2, 1, 0, 0]")))
+    with pytest.raises(Exception, match="one example answer per example is needed"):
+        load_spec(spec_path)
+    assert main(["assign", "--check", str(solution)]) == 1
+    assert "[example_answers] are out of date" in capsys.readouterr().out
+    assert main(["assign", str(solution)]) == 0
+    spec = load_spec(spec_path)
+    assert all(len(a) == 2 for a in spec.example_answers.values())
+    assert spec.example_answers["softmax"][0] == spec.example_answers["softmax"][1]
+    assert spec.example_answers["cross_entropy"][0] != spec.example_answers["cross_entropy"][1]

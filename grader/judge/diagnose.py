@@ -44,8 +44,8 @@ def _values(calls: Sequence[Call]) -> list[np.ndarray] | None:
     return [as_array(c.outcome) for c in calls]  # type: ignore[arg-type]
 
 
-def _matches_entries(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
-                     namespace: dict[str, Any], tol: Tolerance) -> bool:
+def _matches_entries(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case],
+                     calls: Sequence[Call], namespace: dict[str, Any], tol: Tolerance) -> bool:
     """For dict results: the variant is a dict of the entries the mistake gets wrong; the
     entries it leaves out are not examined, so one slip is recognised whatever the rest is."""
     if not all(isinstance(c.outcome, DictValue) for c in calls):
@@ -57,6 +57,8 @@ def _matches_entries(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case], ca
             variant = evaluate_spec(spec, f"mistake {m.id}: value", m.value, namespace,
                                     **case.variables)
         except NotImplementedError:  # a stub of the public handout: cannot run here
+            return False
+        if not isinstance(variant, dict):  # a dict where the mistake returns no dict
             return False
         entries = {k: np.asarray(v, dtype=np.float64) for k, v in variant.items()}
         if not all(k in got and tol.accepts(got[k], v) for k, v in entries.items()):
