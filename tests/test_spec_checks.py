@@ -285,3 +285,14 @@ def test_an_added_example_gets_its_answers_from_grader_assign(course, capsys):
     assert all(len(a) == 2 for a in spec.example_answers.values())
     assert spec.example_answers["softmax"][0] == spec.example_answers["softmax"][1]
     assert spec.example_answers["cross_entropy"][0] != spec.example_answers["cross_entropy"][1]
+
+
+def test_a_result_of_another_form_than_a_mistakes_value_is_no_match_and_no_spec_error():
+    # gradients returns a dict; its mistakes are dicts of entries. An array is simply no match.
+    spec = find_spec("vectorized_backprop")
+    namespace = reference_namespace(spec)
+    f = spec.function("gradients")
+    cases = make_cases(spec, namespace, 3)
+    arrays = [_array(c.variables["d1"] @ c.variables["X"].T) for c in cases]
+    for m in f.mistakes:
+        assert not detect(spec, m, f, cases, arrays, namespace)

@@ -74,9 +74,13 @@ def _matches_value(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case], call
     for case, got in zip(cases, values, strict=True):
         assert m.value is not None
         try:
-            variant = np.asarray(evaluate_spec(spec, f"mistake {m.id}: value", m.value,
-                                               namespace, **case.variables), dtype=np.float64)
+            raw = evaluate_spec(spec, f"mistake {m.id}: value", m.value, namespace,
+                                **case.variables)
         except NotImplementedError:  # a stub of the public handout: cannot run here
+            return False
+        try:
+            variant = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):  # a dict of entries, say, where the result is an array
             return False
         if not tol.accepts(got, variant):
             return False
