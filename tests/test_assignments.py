@@ -179,14 +179,21 @@ def mistaken_variant(spec: AssignmentSpec, f: FunctionSpec, m: Mistake) -> str:
             + textwrap.indent(body, "    "))
 
 
+# Mistakes that no check of a self-check can see, so that it passes them: the worked example of
+# update takes learning_rate 0.1, the very step the variant always takes, and no property of a
+# single step can tell a learning rate from another.
+UNSEEN_WITHOUT_THE_ANSWER_KEY = {"update.fixed_step_size"}
+
+
 def _catalogue(spec: AssignmentSpec) -> list[tuple[FunctionSpec, Mistake]]:
     # A mistake any function can make is tried on the first function.
     own = [(f, m) for f in spec.functions for m in f.mistakes]
     return own + [(spec.functions[0], m) for m in spec.mistakes]
 
 
+@pytest.mark.parametrize("mode", ["full", "public"])
 def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
-        spec: AssignmentSpec, tmp_path: Path):
+        spec: AssignmentSpec, tmp_path: Path, mode: str):
     catalogue = _catalogue(spec)
     if not catalogue:
         pytest.skip(f"{spec.name} declares no misconceptions")
@@ -198,8 +205,14 @@ def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
         paths.append(tmp_path / f"{m.id}.ipynb")
         nbformat.write(nb, paths[-1])
     missed = []
-    for (f, m), report in zip(catalogue, _grade_all(paths, spec), strict=True):
+    reports = grade_all(paths, spec, SEED, public=mode == "public")
+    for (f, m), report in zip(catalogue, reports, strict=True):
+        assert report.mode == mode
         named = {t.mistake for t in report.tests if t.function == f.name}
+        passes = all(t.status is TestStatus.PASSED for t in report.tests if t.function == f.name)
+        if mode == "public" and m.id in UNSEEN_WITHOUT_THE_ANSWER_KEY:
+            assert passes, f"{m.id} now fails a public test: take it out of the list"
+            continue
         if m.id not in named:
             missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}: "
                           f"{why_unnamed(spec, f, m, named)}")
