@@ -20,7 +20,7 @@ from grader.judge.speccheck import SpecCheckError, verify
 from grader.judge.verdicts import reference_test
 from grader.report import TestStatus
 from grader.spec import CaseSet, Mistake, find_spec, load_spec
-from grader.wire import Array, Call
+from grader.wire import Array, Call, Raised
 from tests.notebooks import ROOT, submission
 from tests.test_assignments import why_unnamed
 
@@ -296,3 +296,17 @@ def test_a_result_of_another_form_than_a_mistakes_value_is_no_match_and_no_spec_
     arrays = [_array(c.variables["d1"] @ c.variables["X"].T) for c in cases]
     for m in f.mistakes:
         assert not detect(spec, m, f, cases, arrays, namespace)
+
+
+def test_a_batch_that_raises_costs_its_own_share_only(course):
+    spec = find_spec("softmax_cross_entropy", course)
+    namespace = reference_namespace(spec)
+    f = spec.function("weight_gradient")
+    batches = [c for c in make_cases(spec, namespace, 5) if c.case_set is CaseSet.BATCH]
+    calls = [_array(c.variables["delta"] @ c.variables["A_prev"].T) for c in batches]
+    calls[2] = Call(outcome=Raised(kind="raised", type="ValueError", message="shapes"))
+    test = reference_test(spec, f, CaseSet.BATCH, batches, calls, namespace)
+    assert test.status is TestStatus.ERROR and test.score == 2.0
+    assert test.feedback == ("weight_gradient raised ValueError on a hidden case (messages are "
+                             "shown for the worked examples only). Hidden batch 3 of 3 went so; "
+                             "each right batch earns its share.")

@@ -231,6 +231,9 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     if problem is not None:
         worst = _first_problem(verdicts)
         assert worst is not None
+        if case_set is CaseSet.BATCH and spec.cases.batch_credit is BatchCredit.EACH:
+            return _batches_with_problems(spec, f, base, cases, verdicts, worst, namespace,
+                                          answers)
         return TestResult(**base, score=0, status=worst.status, feedback=worst.message)
     details: list[CaseDetail] = []
     wrong: list[tuple[int, str]] = []
@@ -280,6 +283,27 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                       max_error=max_error, details=details)
 
 
+def _batches_with_problems(spec: AssignmentSpec, f: FunctionSpec, base: dict[str, Any],
+                           cases: list[Case], verdicts: list[CaseVerdict], worst: CaseVerdict,
+                           namespace: dict[str, Any], answers: Sequence[Any] | None
+                           ) -> TestResult:
+    """Batches scored each on its own, some of which gave no value (an exception, a None): those
+    cost their share, the right ones earn theirs."""
+    right = 0
+    for i, (case, verdict) in enumerate(zip(cases, verdicts, strict=True)):
+        if verdict.got is None or verdict.status is not TestStatus.PASSED:
+            continue
+        expected = (evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                                  **case.variables) if answers is None else answers[i])
+        right += compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)[0]
+    failing = [i + 1 for i, v in enumerate(verdicts) if v.status is not TestStatus.PASSED]
+    n = len(cases)
+    words = plural(SET_WORDS[CaseSet.BATCH], len(failing)).capitalize()
+    return TestResult(**base, score=base["max_score"] * right / n, status=worst.status,
+                      feedback=f"{worst.message} {words} {_ordinal_list(failing)} of {n} went "
+                      "so; each right batch earns its share.")
+
+
 def plural(words: str, n: int) -> str:
     """'hidden batch' for one, 'hidden batches' for more; likewise for cases."""
     if n == 1:
@@ -311,8 +335,9 @@ def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeou
             continue
         verdict = call_verdict(f.name, call, timeout_s)
         if verdict.got is not None and not finite(verdict.got):
+            where = "a hidden batch" if case.case_set is CaseSet.BATCH else "a hidden case"
             verdict = CaseVerdict(TestStatus.FAILED, f"{f.name} returned nan or an infinity on "
-                                  "a hidden case: no check can pass on such a value.")
+                                  f"{where}: no check can pass on such a value.")
         pairs.append((case, verdict))
     problem = _first_problem([v for _, v in pairs])
     if problem is None and not pairs:
