@@ -25,6 +25,7 @@ from grader.errors import (
 )
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import fresh_seed
+from grader.judge.speccheck import verify as verify_spec
 from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
@@ -347,6 +348,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     where = course.describe() if course else f"spec {spec.source}"
     print(f"grader: {spec.name} from {where}; {'public' if public else 'full'} mode ({why})",
           file=sys.stderr)
+    verify_spec(spec, public)
     # Fresh cases unless asked: what a student can run never replays a class run's cases.
     seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)
@@ -422,6 +424,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.outputs.progress import Verbosity
 
     spec = _spec_for(args)
+    # The spec's own slips stop the run before any submission is graded.
+    verify_spec(spec)
     if args.similarity:
         from grader.classrun.similarity import require_copydetect
 
@@ -460,12 +464,27 @@ def _cmd_assign(args: argparse.Namespace) -> int:
             failed = True
             continue
         produced.add(student.path)
+        try:
+            answers = authoring.example_answers(student.spec)
+        except (authoring.AuthoringError, GraderError) as exc:
+            print(f"grader: error: {exc}", file=sys.stderr)
+            failed = True
+            continue
         if not args.check:
             student.write()
             print(f"{solution} -> {student.path}")
-        elif difference := student.difference():
-            stale = True
-            print(f"{student.path} is out of date ({difference}); run: grader assign {solution}")
+            if answers.stale():
+                answers.write()
+                print(f"{solution} -> {answers.path} [example_answers]")
+        else:
+            if difference := student.difference():
+                stale = True
+                print(f"{student.path} is out of date ({difference}); run: grader assign "
+                      f"{solution}")
+            if changed := answers.stale():
+                stale = True
+                print(f"{answers.path}: [example_answers] are out of date for "
+                      f"{', '.join(changed)}; run: grader assign {solution}")
     if args.check and not args.solutions:
         for orphan in authoring.orphans(find_course(args.course).root, produced):
             stale = True
