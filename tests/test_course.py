@@ -73,8 +73,8 @@ def test_handout_lists_the_assignments(elsewhere, capsys):
     assert main(["handout", "no_such_thing"]) == 2
     err = capsys.readouterr().err
     assert "unknown assignment 'no_such_thing'" in err
-    assert ("known assignments: derivative_calculation, training_and_gradient_check, "
-            "vectorized_backprop") in err
+    assert ("known assignments: derivative_calculation, softmax_cross_entropy, "
+            "training_and_gradient_check, vectorized_backprop") in err
     assert main(["handout"]) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0].split() == ["derivative_calculation", "Derivative", "calculation",

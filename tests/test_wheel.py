@@ -19,7 +19,8 @@ from grader import __version__
 from tests.notebooks import CORRECT, ROOT, fill
 
 PUBLIC = sorted(f"{name}{suffix}" for name in ("derivative_calculation", "vectorized_backprop",
-                                               "training_and_gradient_check")
+                                               "training_and_gradient_check",
+                                               "softmax_cross_entropy")
                 for suffix in (".toml", ".ipynb"))
 
 
