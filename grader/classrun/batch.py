@@ -121,11 +121,23 @@ class Executor(Protocol):
     """What grades a class run's submissions: kernels on this machine (ClassRun) or a cluster's
     workers (grader.classrun.cluster.ClusterRun)."""
 
-    spec: AssignmentSpec
-    limits: Limits
-    sandbox: str
     failures: list[str]
     warnings: list[str]
+
+    @property
+    def spec(self) -> AssignmentSpec:
+        """The assignment graded."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits every kernel of the run grades under."""
+        ...
+
+    @property
+    def sandbox(self) -> str:
+        """The sandbox every kernel of the run grades in: part of each report's key."""
+        ...
 
     def failed(self, student: str, submission: str, seed: int, reason: str,
                duration_s: float = 0.0) -> Report:

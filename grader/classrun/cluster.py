@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -283,9 +284,11 @@ class Cluster:
         with contextlib.ExitStack() as stack:
             if isinstance(target, int):
                 # Loopback only: a scheduler runs code from whoever connects.
+                # Errors only: a worker stopped at the end of a run is no news.
                 local = stack.enter_context(LocalCluster(
                     n_workers=target, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=None, resources={RESOURCE: 1}))
+                    dashboard_address=None, resources={RESOURCE: 1},
+                    silence_logs=logging.ERROR))
                 target = local.scheduler_address
             try:
                 client = stack.enter_context(Client(target, timeout=_CONNECT_TIMEOUT_S,
@@ -400,14 +403,17 @@ class ClusterRun:
 
     @property
     def spec(self) -> AssignmentSpec:
+        """The assignment graded."""
         return self.cluster.spec
 
     @property
     def limits(self) -> Limits:
+        """The limits every kernel grades under."""
         return self.cluster.limits
 
     @property
     def sandbox(self) -> str:
+        """The sandbox every worker grades in."""
         return self.cluster.sandbox
 
     @classmethod
