@@ -49,6 +49,12 @@ def grader(folder: Path, out: Path, book: Path, *options: str) -> float:
     return time.perf_counter() - started
 
 
+def _mean_duration(out: Path) -> float:
+    """Mean seconds a submission took where it was graded (its report's duration_s)."""
+    durations = [Report.model_validate_json(p.read_text()).duration_s for p in out.glob("*.json")]
+    return sum(durations) / len(durations)
+
+
 def _reports(out: Path) -> dict[str, dict]:
     return {p.stem: Report.model_validate_json(p.read_text()).model_dump(exclude={"duration_s"})
             for p in out.glob("*.json")}
@@ -101,6 +107,8 @@ def main() -> None:
         cluster = grader(work / "class", work / "out-cluster", work / "cluster.sqlite",
                          "--cluster", "local:2")
         print(f"grader grade --cluster local:2      {cluster:8.1f} s", flush=True)
+        print(f"  mean duration_s per report: --jobs {_mean_duration(work / 'out-jobs'):.2f} s, "
+              f"--cluster {_mean_duration(work / 'out-cluster'):.2f} s", flush=True)
         same = _reports(work / "out-jobs") == _reports(work / "out-cluster")
         print(f"same reports (but their durations): {'yes' if same else 'NO'}", flush=True)
 

@@ -287,8 +287,9 @@ class Cluster:
                 # Errors only: a worker stopped at the end of a run is no news.
                 local = stack.enter_context(LocalCluster(
                     n_workers=target, threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=None, resources={RESOURCE: 1},
-                    silence_logs=logging.ERROR))
+                    resources={RESOURCE: 1}, silence_logs=logging.ERROR,
+                    # No dashboard; the scheduler's health and metrics pages on a free port.
+                    dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False}))
                 target = local.scheduler_address
             try:
                 client = stack.enter_context(Client(target, timeout=_CONNECT_TIMEOUT_S,
