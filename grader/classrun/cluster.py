@@ -52,6 +52,7 @@ from grader.spec import AssignmentSpec, load_spec
 try:
     from distributed import Client, Future, LocalCluster, get_worker
     from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.security import Security
 except ImportError:  # an optional dependency: say which extra brings it
     raise UsageError("grading on a cluster needs Dask's distributed package: "
                      "pip install 'backprop-grader[dask]'") from None
@@ -270,9 +271,10 @@ class Cluster:
     @classmethod
     @contextlib.contextmanager
     def open(cls, address: str, spec: AssignmentSpec, limits: Limits,
-             hide: Iterable[Path] = ()) -> Iterator[Cluster]:
+             hide: Iterable[Path] = (), security: Security | None = None) -> Iterator[Cluster]:
         """Connect to `address` (or start `local:N`), install the course on every worker and
         check that each can grade it in the same sandbox; the course is removed at the end.
+        `security` (TLS certificates) defaults to Dask's configuration (distributed.comm.tls).
 
         Raises UsageError for an address that is none, ClusterError for a cluster that cannot
         be reached or whose workers cannot all grade safely.
@@ -293,8 +295,9 @@ class Cluster:
                 target = local.scheduler_address
             try:
                 client = stack.enter_context(Client(target, timeout=_CONNECT_TIMEOUT_S,
-                                                    set_as_default=False))
-            except (OSError, TimeoutError) as exc:
+                                                    set_as_default=False, security=security))
+            except (OSError, TimeoutError, RuntimeError, TypeError, ValueError) as exc:
+                # Refused, unreachable, or TLS asked for on one side only.
                 raise ClusterError(f"cannot reach the Dask scheduler at {address}: {exc}"
                                    ) from None
             try:
