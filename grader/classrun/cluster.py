@@ -46,6 +46,7 @@ from grader.grade import grade_notebook
 from grader.judge.reference import reference_namespace
 from grader.report import Report
 from grader.run.sandbox import choose_sandbox, sweep_leftovers
+from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
 from grader.spec import AssignmentSpec, load_spec
 
@@ -130,7 +131,7 @@ class _Installed:
     spec: AssignmentSpec
     limits: Limits
     sandbox: str
-    factory: Callable[[], Any]
+    factory: KernelManagerFactory
     submissions: Path
 
 
@@ -145,7 +146,6 @@ class CoursePlugin(WorkerPlugin):
         self.course = course
         self.limits_json = limits.model_dump_json()
         self.hide = [str(p) for p in hide]
-        self.address = ""
         self.folder: Path | None = None
         self.installed: _Installed | None = None
         self.error: str | None = None
@@ -153,9 +153,8 @@ class CoursePlugin(WorkerPlugin):
 
     async def setup(self, worker: Any) -> None:
         """Off the worker's event loop: choosing a sandbox starts a process."""
-        self.address = worker.address
-        self.folder = Path(tempfile.mkdtemp(prefix="course-", dir=worker.local_directory))
         try:
+            self.folder = Path(tempfile.mkdtemp(prefix="course-", dir=worker.local_directory))
             self.installed = await asyncio.to_thread(self._install,
                                                      Path(worker.local_directory))
         except Exception as exc:  # reported to the coordinator, and refuses every task
