@@ -167,9 +167,12 @@ def _limits(spec: AssignmentSpec):
 def _rows(book: Path) -> dict[str, tuple]:
     """student -> (content hash, grader version, spec hash, seed, settings, finished_at)."""
     with contextlib.closing(sqlite3.connect(book)) as db:
-        return {r[0]: r[1:] for r in db.execute(
-            "SELECT student, content_hash, grader_version, spec_hash, seed, settings, "
-            "finished_at FROM reports")}
+        try:
+            return {r[0]: r[1:] for r in db.execute(
+                "SELECT student, content_hash, grader_version, spec_hash, seed, settings, "
+                "finished_at FROM reports")}
+        except sqlite3.OperationalError:  # created but its table not yet
+            return {}
 
 
 def _reports(out: Path) -> dict[str, Report]:
