@@ -3,6 +3,7 @@ own in its own empty folder, none of them able to read the course the coordinato
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -21,9 +22,9 @@ import pytest
 from distributed import Client
 
 from grader.classrun.batch import grade_class
-from grader.classrun.cluster import ClusterError
+from grader.classrun.cluster import Cluster, ClusterError, Outcome, read_report
 from grader.classrun.gradebook import Gradebook
-from grader.grade import limits_for
+from grader.grade import grade_notebook, limits_for
 from grader.outputs.progress import Verbosity
 from grader.report import Report
 from grader.spec import AssignmentSpec, find_spec
@@ -339,3 +340,35 @@ def test_without_distributed_the_error_names_the_extra(tmp_path, course):
         capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "pip install 'backprop-grader[dask]'" in run.stderr
+
+
+def test_a_service_grades_one_notebooks_bytes_on_the_cluster(tmp_path, course_spec,
+                                                              dask_cluster):
+    limits = _limits(course_spec)
+    path = submission(tmp_path, "eve", bodies=WRONG_DELTA2)
+    here = asyncio.run(grade_notebook(path, course_spec, 1234, limits))
+    with Cluster.open(dask_cluster.address, course_spec, limits) as cluster:
+        there = cluster.grade(path.read_bytes(), "eve.ipynb", 1234)
+        # The workers named which sandbox they grade in, and graded in it.
+        assert there.sandbox == cluster.sandbox == here.sandbox
+    assert there.model_dump(exclude={"duration_s"}) == here.model_dump(exclude={"duration_s"})
+    assert dask_cluster.forbidden_reads() == ""
+
+
+def test_only_a_valid_report_in_json_text_is_taken_from_a_worker(tmp_path, course_spec):
+    report = asyncio.run(grade_notebook(submission(tmp_path, "ada", complete=False),
+                                        course_spec, 1, _limits(course_spec)))
+    sent = Outcome(worker="tcp://10.0.0.7:4000", report=report).model_dump_json()
+    assert read_report(sent) == report
+    refused = {
+        "failure": Outcome(worker="tcp://10.0.0.7:4000", failure="no kernel").model_dump_json(),
+        "object": report,  # an object unpickled from a worker is never taken as a report
+        "not json": "<html>",
+        "bad report": sent.replace('"status":"graded"', '"status":"excellent"'),
+        "extra field": sent.replace('{"worker"', '{"admin":true,"worker"'),
+    }
+    for what, result in refused.items():
+        with pytest.raises(ClusterError) as error:
+            read_report(result)
+        if what == "failure":
+            assert "worker tcp://10.0.0.7:4000: no kernel" in str(error.value)

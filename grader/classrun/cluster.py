@@ -317,19 +317,6 @@ class Cluster:
         return self.client.submit(grade_task, self.plugin, filename, notebook, seed, build,
                                   settings, resources={RESOURCE: 1}, pure=False)
 
-    def outcome(self, result: object) -> Outcome:
-        """A task's result read as an Outcome; raises ClusterError when it is not one."""
-        if not isinstance(result, str):
-            raise ClusterError(f"a worker sent back {type(result).__name__}, not a report")
-        try:
-            outcome = Outcome.model_validate_json(result)
-        except ValidationError as exc:
-            raise ClusterError(f"a worker sent back a malformed report: "
-                               f"{exc.errors()[0]['msg']}") from None
-        if outcome.failure is not None or outcome.report is None:
-            raise ClusterError(f"worker {outcome.worker}: {outcome.failure or 'no report'}")
-        return outcome
-
     def grade(self, notebook: bytes, filename: str, seed: int) -> Report:
         """Grade one notebook's bytes on the cluster and return its report (blocks; a service
         calls it from a thread). Raises ClusterError when the cluster could not grade it."""
@@ -341,9 +328,22 @@ class Cluster:
                                f"{_task_failure(exc)}") from None
         finally:
             future.release()
-        report = self.outcome(result).report
-        assert report is not None
-        return report
+        return read_report(result)
+
+
+def read_report(result: object) -> Report:
+    """The report a grading task sent back, validated; raises ClusterError, naming the worker,
+    when the task sent back no report (JSON text is the only thing read from a worker)."""
+    if not isinstance(result, str):
+        raise ClusterError(f"a worker sent back {type(result).__name__}, not a report")
+    try:
+        outcome = Outcome.model_validate_json(result)
+    except ValidationError as exc:
+        raise ClusterError(f"a worker sent back a malformed report: "
+                           f"{exc.errors()[0]['msg']}") from None
+    if outcome.failure is not None or outcome.report is None:
+        raise ClusterError(f"worker {outcome.worker}: {outcome.failure or 'no report'}")
+    return outcome.report
 
 
 def _unregister(client: Client, plugin: str) -> None:
@@ -501,10 +501,9 @@ class ClusterRun:
                                f"its task failed on the cluster: {_task_failure(result)}"
                                ), False
         try:
-            report = self.cluster.outcome(result).report
+            report = read_report(result)
         except ClusterError as exc:
             return self.failed(submission.student, name, key.seed, str(exc)), False
-        assert report is not None
         if (report.seed, report.assignment, report.submission) != (key.seed, self.spec.name,
                                                                    name):
             return self.failed(submission.student, name, key.seed,
