@@ -70,14 +70,14 @@ class ClusterError(GraderError):
 
 
 @dataclass(frozen=True)
-class Course:
+class CourseFiles:
     """The course files a worker needs, by path relative to their common folder."""
 
     spec_file: str
     files: dict[str, bytes]
 
     @classmethod
-    def of(cls, spec: AssignmentSpec) -> Course:
+    def of(cls, spec: AssignmentSpec) -> CourseFiles:
         """The spec file, the reference notebook and the handout (when there is one) of `spec`."""
         paths = [spec.source.resolve(), spec.reference_path]
         if spec.notebook_path.is_file():
@@ -142,7 +142,7 @@ class CoursePlugin(WorkerPlugin):
     wrong is kept, told to the coordinator (`describe`) and refuses every task instead.
     """
 
-    def __init__(self, course: Course, limits: Limits, hide: Iterable[Path]) -> None:
+    def __init__(self, course: CourseFiles, limits: Limits, hide: Iterable[Path]) -> None:
         self.course = course
         self.limits_json = limits.model_dump_json()
         self.hide = [str(p) for p in hide]
@@ -305,7 +305,7 @@ class Cluster:
                 raise ClusterError(f"no worker joined the Dask scheduler at {address} within "
                                    f"{_WORKERS_TIMEOUT_S:g} s") from None
             plugin = f"backprop-grader-course-{secrets.token_hex(8)}"
-            client.register_plugin(CoursePlugin(Course.of(spec), limits, hide), name=plugin)
+            client.register_plugin(CoursePlugin(CourseFiles.of(spec), limits, hide), name=plugin)
             stack.callback(_unregister, client, plugin)
             yield cls(client, plugin, spec, limits, *_agree(client, plugin, spec))
 
