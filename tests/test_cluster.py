@@ -3,7 +3,6 @@ own in its own empty folder, none of them able to read the course the coordinato
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -24,7 +23,7 @@ from distributed import Client
 from grader.classrun.batch import grade_class
 from grader.classrun.cluster import Cluster, ClusterError, Outcome, read_report
 from grader.classrun.gradebook import Gradebook
-from grader.grade import grade_notebook, limits_for
+from grader.grade import limits_for
 from grader.outputs.progress import Verbosity
 from grader.report import Report
 from grader.spec import AssignmentSpec, find_spec
@@ -32,7 +31,7 @@ from tests.notebooks import ROOT, submission
 
 BIN = Path(sys.executable).parent
 WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
-SLOW = ["import time\ntime.sleep(2)"]
+SLOW = ["import time\ntime.sleep(1.5)"]
 
 # Loaded by every worker process (PYTHONPATH): an audit hook that refuses to open anything in
 # the coordinator's course folder and notes each attempt, so that a worker can only grade from
@@ -286,7 +285,7 @@ def test_a_worker_killed_mid_run_still_leaves_one_report_per_student(
             while not client.processing(workers=[doomed]).get(doomed):
                 assert time.monotonic() < deadline, "the doomed worker never got a task"
                 time.sleep(0.05)
-        time.sleep(1.0)  # its kernel is running the notebook's cells
+        time.sleep(0.5)  # its kernel is starting or running the notebook's cells
         dask_cluster.kill("doomed")
     finally:
         run.join()
@@ -342,22 +341,20 @@ def test_without_distributed_the_error_names_the_extra(tmp_path, course):
     assert "pip install 'backprop-grader[dask]'" in run.stderr
 
 
-def test_a_service_grades_one_notebooks_bytes_on_the_cluster(tmp_path, course_spec,
+def test_a_service_grades_one_notebooks_bytes_on_the_cluster(graded, course_spec,
                                                               dask_cluster):
-    limits = _limits(course_spec)
-    path = submission(tmp_path, "eve", bodies=WRONG_DELTA2)
-    here = asyncio.run(grade_notebook(path, course_spec, 1234, limits))
-    with Cluster.open(dask_cluster.address, course_spec, limits) as cluster:
-        there = cluster.grade(path.read_bytes(), "eve.ipynb", 1234)
+    source, (_, local_out, _), _ = graded
+    here = _reports(local_out)["bob"]  # graded on this machine
+    with Cluster.open(dask_cluster.address, course_spec, _limits(course_spec)) as cluster:
+        there = cluster.grade((source / "bob.ipynb").read_bytes(), "bob.ipynb", here.seed)
         # The workers named which sandbox they grade in, and graded in it.
         assert there.sandbox == cluster.sandbox == here.sandbox
     assert there.model_dump(exclude={"duration_s"}) == here.model_dump(exclude={"duration_s"})
     assert dask_cluster.forbidden_reads() == ""
 
 
-def test_only_a_valid_report_in_json_text_is_taken_from_a_worker(tmp_path, course_spec):
-    report = asyncio.run(grade_notebook(submission(tmp_path, "ada", complete=False),
-                                        course_spec, 1, _limits(course_spec)))
+def test_only_a_valid_report_in_json_text_is_taken_from_a_worker(graded):
+    report = _reports(graded[1][1])["cy"]
     sent = Outcome(worker="tcp://10.0.0.7:4000", report=report).model_dump_json()
     assert read_report(sent) == report
     refused = {
