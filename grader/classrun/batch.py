@@ -250,7 +250,8 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     `local:N`), the cluster's workers grade instead (grader.classrun.cluster).
 
     Raises SourceError for an unusable source or output folder, SpecError for a broken spec or
-    reference, SandboxUnavailable and GradebookError: each a GraderError.
+    reference, SandboxUnavailable and GradebookError, and with `cluster` UsageError (no such
+    address, or Dask not installed) and ClusterError: each a GraderError.
     """
     reference_namespace(spec)  # a broken reference would fail every student: stop now
     try:

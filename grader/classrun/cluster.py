@@ -49,6 +49,7 @@ from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
 from grader.spec import AssignmentSpec, load_spec
+from grader.wire import safe_text
 
 try:
     from distributed import Client, Future, LocalCluster, get_worker
@@ -431,7 +432,7 @@ class ClusterRun:
                duration_s: float = 0.0) -> Report:
         """The report of a student the grader failed; not kept, retried by the next run."""
         report = grader_failure(self.spec, self.sandbox, submission, seed, reason, duration_s)
-        self.failures.append(f"{student}: {report.reason}")
+        self.failures.append(f"{safe_text(student)}: {report.reason}")
         return report
 
     async def grade_all(self, todo: list[tuple[Submission, GradingKey]],
