@@ -193,7 +193,7 @@ class CoursePlugin(WorkerPlugin):
         """The report of one notebook, graded in this worker's sandbox; refused when the worker
         cannot hide the course or grades under another build or other settings."""
         if self.installed is None:
-            raise ClusterError(f"cannot grade here: {self.error}")
+            raise ClusterError(f"cannot grade here: {self.error or 'the course is not installed'}")
         done = self.installed
         if build != grader_build():
             raise ClusterError(f"this worker runs grader {grader_build()}, the run {build}: "
