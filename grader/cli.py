@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
                        help="submissions graded at once, one kernel each (default: the number "
                             "of CPUs)")
+    grade.add_argument("--cluster", metavar="ADDRESS",
+                       help="grade on a Dask cluster: the scheduler's address (tcp://HOST:8786, "
+                            "tls://...; its workers started with --resources KERNELS=N), or "
+                            "local:N to start N local worker processes of one kernel each. "
+                            "Needs the dask extra: pip install 'backprop-grader[dask]'")
     grade.add_argument("--force", action="store_true",
                        help="grade every submission again, even those the gradebook holds a "
                             "report for")
@@ -432,11 +437,14 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         require_copydetect()  # before grading, not after an hour of it
     # grade_class chooses the sandbox, once for the class.
     limits = _limits(args, spec)
+    if args.cluster is not None and args.jobs is not None:
+        raise UsageError("--jobs does not apply with --cluster: each worker runs as many kernels "
+                         "as its KERNELS resource (local:N: one per worker)")
     verbosity = (Verbosity.QUIET if args.quiet else
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     status = grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
                          gradebook=args.gradebook, verbosity=verbosity,
-                         gradescope=args.format == "gradescope")
+                         gradescope=args.format == "gradescope", cluster=args.cluster)
     if args.similarity:
         # Flags are evidence for a person: they never change the grading run's status.
         _similarity(args.source, args.out, spec, None)

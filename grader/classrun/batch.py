@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from grader import __version__
 from grader.classrun.gradebook import Gradebook, GradingKey, utc_now
@@ -93,7 +94,7 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _not_one_notebook(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
+def not_one_notebook(submission: Submission, spec: AssignmentSpec, seed: int) -> Report:
     """The report of a student id that maps to no notebook or to several."""
     names = ", ".join(f"{p.parent.name}/{p.name}" for p in submission.files)
     if names:
@@ -103,6 +104,49 @@ def _not_one_notebook(submission: Submission, spec: AssignmentSpec, seed: int) -
     return Report(assignment=spec.name, submission=names or f"{submission.student}/",
                   status="invalid", score=0, reason=reason, max_score=spec.max_score, seed=seed,
                   grader_version=__version__, duration_s=0)
+
+
+def grader_failure(spec: AssignmentSpec, sandbox: str, submission: str, seed: int, reason: str,
+                   duration_s: float = 0.0) -> Report:
+    """The report of a submission the grader itself failed on (`reason`), not the student."""
+    return Report(assignment=spec.name, submission=submission, status="invalid",
+                  reason=f"the grader failed: {reason}", score=0, max_score=spec.max_score,
+                  seed=seed, grader_version=__version__, duration_s=duration_s, sandbox=sandbox)
+
+
+Done = Callable[[Submission, GradingKey, Report, str, bool], None]
+
+
+class Executor(Protocol):
+    """What grades a class run's submissions: kernels on this machine (ClassRun) or a cluster's
+    workers (grader.classrun.cluster.ClusterRun)."""
+
+    failures: list[str]
+    warnings: list[str]
+
+    @property
+    def spec(self) -> AssignmentSpec:
+        """The assignment graded."""
+        ...
+
+    @property
+    def limits(self) -> Limits:
+        """The limits every kernel of the run grades under."""
+        ...
+
+    @property
+    def sandbox(self) -> str:
+        """The sandbox every kernel of the run grades in: part of each report's key."""
+        ...
+
+    def failed(self, student: str, submission: str, seed: int, reason: str,
+               duration_s: float = 0.0) -> Report:
+        """The report of a student the grader failed; not kept, retried by the next run."""
+        ...
+
+    async def grade_all(self, todo: list[tuple[Submission, GradingKey]], done: Done) -> None:
+        """Grade `todo`; `done(submission, key, report, started_at, keep)` as each finishes."""
+        ...
 
 
 @dataclass
@@ -123,17 +167,14 @@ class ClassRun:
                duration_s: float = 0.0) -> Report:
         """The report of a student the grader itself failed; it is not kept, and the next run
         tries again."""
-        report = Report(assignment=self.spec.name, submission=submission, status="invalid",
-                        reason=f"the grader failed: {reason}", score=0,
-                        max_score=self.spec.max_score, seed=seed, grader_version=__version__,
-                        duration_s=duration_s, sandbox=self.sandbox)
+        report = grader_failure(self.spec, self.sandbox, submission, seed, reason, duration_s)
         self.failures.append(f"{safe_text(student)}: {report.reason}")
         return report
 
     async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
         """The submission's report, and whether it may be kept (False: the grader itself failed)."""
         if submission.notebook is None:
-            return _not_one_notebook(submission, self.spec, seed), True
+            return not_one_notebook(submission, self.spec, seed), True
         started = time.monotonic()
         try:
             report = await grade_notebook(submission.notebook, self.spec, seed, self.limits,
@@ -199,15 +240,18 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
                 jobs: int | None = None, force: bool = False,
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
                 km_factory: KernelManagerFactory | None = None,
-                sandbox: str = "none", gradescope: bool = False) -> int:
+                sandbox: str = "none", gradescope: bool = False,
+                cluster: str | None = None) -> int:
     """Grade every submission in `source` into `out`; 0 when each got a report, 1 when the
     grader itself failed on some (their reports are not kept; run again).
 
     Kernels start in the sandbox `limits.sandbox` chooses; a caller that brings its own
-    `km_factory` names its sandbox in `sandbox`.
+    `km_factory` names its sandbox in `sandbox`. With `cluster` (a Dask scheduler's address, or
+    `local:N`), the cluster's workers grade instead (grader.classrun.cluster).
 
     Raises SourceError for an unusable source or output folder, SpecError for a broken spec or
-    reference, SandboxUnavailable and GradebookError: each a GraderError.
+    reference, SandboxUnavailable and GradebookError, and with `cluster` UsageError (no such
+    address, or Dask not installed) and ClusterError: each a GraderError.
     """
     reference_namespace(spec)  # a broken reference would fail every student: stop now
     try:
@@ -217,6 +261,13 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     book_path = gradebook or out / "gradebook.sqlite"
     # What the kernels must not be able to read: the course's files, the submissions, OUT.
     hidden = (spec.source, spec.reference_path, source, out, book_path)
+    if cluster is not None:
+        from grader.classrun.cluster import ClusterRun
+
+        with ClusterRun.connect(cluster, spec, limits, hide=hidden) as on_cluster:
+            _grade_source(on_cluster, spec_key, source, out, book_path, force, verbosity,
+                          gradescope)
+        return 1 if on_cluster.failures else 0
     fair_shares = True
     if km_factory is None:
         # Chosen before any stored report is reused: the sandbox a report was graded in is part
@@ -227,6 +278,15 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
                    fair_shares=fair_shares)
     # What an earlier run, killed, left: kernels, cgroups, scratch folders.
     run.warnings += sweep_leftovers()
+    _grade_source(run, spec_key, source, out, book_path, force, verbosity, gradescope)
+    # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
+    # its report is not kept, and the exit status says that a re-run is due.
+    return 1 if run.failures else 0
+
+
+def _grade_source(run: Executor, spec_key: str, source: Path, out: Path, book_path: Path,
+                  force: bool, verbosity: Verbosity, gradescope: bool) -> None:
+    """Grade the submissions of `source` into `out` and the gradebook at `book_path`."""
     with open_source(source) as folder:
         submissions = find_submissions(folder)
         if not submissions:
@@ -240,12 +300,9 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
             with Gradebook(book_path) as book:
                 _grade_submissions(run, spec_key, submissions, book, force, verbosity, out,
                                    gradescope)
-    # A failure of the grader itself (a kernel that cannot start) is no verdict on the student:
-    # its report is not kept, and the exit status says that a re-run is due.
-    return 1 if run.failures else 0
 
 
-def _grade_submissions(run: ClassRun, spec_key: str, submissions: dict[str, Submission],
+def _grade_submissions(run: Executor, spec_key: str, submissions: dict[str, Submission],
                        book: Gradebook, force: bool, verbosity: Verbosity, out: Path,
                        gradescope: bool) -> None:
     """A report for every submission, kept from the gradebook where still valid, else graded;

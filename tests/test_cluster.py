@@ -1,0 +1,371 @@
+"""Grading a class on a Dask cluster: a real scheduler and real workers, each a process of its
+own in its own empty folder, none of them able to read the course the coordinator grades from."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from grader.classrun.batch import grade_class
+from grader.classrun.cluster import Cluster, ClusterError, Outcome, read_report
+from grader.classrun.gradebook import Gradebook
+from grader.grade import limits_for
+from grader.outputs.progress import Verbosity
+from grader.report import Report
+from grader.spec import AssignmentSpec, find_spec
+from tests.notebooks import ROOT, submission
+
+BIN = Path(sys.executable).parent
+WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
+SLOW = ["import time\ntime.sleep(1.5)"]
+
+# Loaded by every worker process (PYTHONPATH): an audit hook that refuses to open anything in
+# the coordinator's course folder and notes each attempt, so that a worker can only grade from
+# the copy it was sent.
+SITECUSTOMIZE = textwrap.dedent("""\
+    import os
+    import sys
+
+    _FORBIDDEN = os.environ.get("TEST_FORBIDDEN_DIR")
+    _LOG = os.environ.get("TEST_FORBIDDEN_LOG")
+
+    def _refuse(event, args):
+        if event not in ("open", "os.listdir", "os.scandir") or not args:
+            return
+        if args[0] is None or isinstance(args[0], int):
+            return
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path == _FORBIDDEN or path.startswith(_FORBIDDEN + os.sep):
+            with open(_LOG, "a") as log:
+                log.write(f"{event} {path}\\n")
+            raise PermissionError(f"a worker may not read {path}")
+
+    if _FORBIDDEN:
+        sys.addaudithook(_refuse)
+    """)
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and its workers, each started as `dask ...` in a process group of its own."""
+
+    root: Path
+    course: Path
+    scheduler_file: Path
+    address: str
+    processes: dict[str, subprocess.Popen]
+
+    def start_worker(self, name: str, folder: Path | None = None) -> None:
+        """A worker with one kernel slot, its working and local folder empty and its own."""
+        folder = folder or self.root / name
+        folder.mkdir(parents=True)
+        env = {**os.environ, "PYTHONPATH": str(self.root / "hook"),
+               "TEST_FORBIDDEN_DIR": str(self.course),
+               "TEST_FORBIDDEN_LOG": str(self.root / "forbidden.log")}
+        self.processes[name] = subprocess.Popen(
+            [str(BIN / "dask"), "worker", "--scheduler-file", str(self.scheduler_file),
+             "--name", name, "--nthreads", "1", "--resources", "KERNELS=1",
+             "--local-directory", str(folder), "--host", "127.0.0.1", "--no-dashboard"],
+            cwd=folder, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+            stderr=open(self.root / f"{name}.log", "w"))  # noqa: SIM115 - the process owns it
+
+    def client(self) -> Client:
+        return Client(scheduler_file=str(self.scheduler_file), set_as_default=False)
+
+    def wait_for(self, names: set[str]) -> dict[str, str]:
+        """Wait until exactly the workers `names` are connected; their addresses by name."""
+        with self.client() as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                workers = client.scheduler_info()["workers"]
+                found = {w["name"]: address for address, w in workers.items()}
+                if set(found) == names:
+                    return found
+                time.sleep(0.2)
+        raise AssertionError(f"workers {sorted(names)} did not join; logs in {self.root}")
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def forbidden_reads(self) -> str:
+        log = self.root / "forbidden.log"
+        return log.read_text() if log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the course that only the coordinator reads."""
+    folder = tmp_path_factory.mktemp("course")
+    for part in ("assignments", "solutions"):
+        shutil.copytree(ROOT / part, folder / part)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def course_spec(course: Path) -> AssignmentSpec:
+    return find_spec("derivative_calculation", course)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory, course: Path
+                 ) -> Iterator[DaskCluster]:
+    root = tmp_path_factory.mktemp("dask")
+    (root / "hook").mkdir()
+    (root / "hook" / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    scheduler_file = root / "scheduler.json"
+    (root / "scheduler").mkdir()
+    processes = {"scheduler": subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(scheduler_file), "--no-dashboard"],
+        cwd=root / "scheduler", start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=open(root / "scheduler.log", "w"))}  # noqa: SIM115 - the process owns it
+    cluster = DaskCluster(root, course, scheduler_file, "", processes)
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name in ("w1", "w2"):
+            cluster.start_worker(name)
+        addresses = cluster.wait_for({"w1", "w2"})
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses.values())
+        with cluster.client() as client:
+            cluster.address = client.scheduler.address
+            # The workers cannot read the coordinator's course: what proves they grade from
+            # the copy they were sent.
+            tried = client.run(open, str(course / "assignments" / "derivative_calculation.toml"),
+                               on_error="return")
+        assert sorted(tried) == sorted(addresses.values())
+        assert all(isinstance(e, PermissionError) for e in tried.values()), tried
+        (root / "forbidden.log").unlink()
+        yield cluster
+    finally:
+        for name in [n for n in cluster.processes if n != "scheduler"] + ["scheduler"]:
+            cluster.kill(name)
+
+
+def _limits(spec: AssignmentSpec):
+    return limits_for(spec, 5.0, 2.0)
+
+
+def _rows(book: Path) -> dict[str, tuple]:
+    """student -> (content hash, grader version, spec hash, seed, settings, finished_at)."""
+    with contextlib.closing(sqlite3.connect(book)) as db:
+        try:
+            return {r[0]: r[1:] for r in db.execute(
+                "SELECT student, content_hash, grader_version, spec_hash, seed, settings, "
+                "finished_at FROM reports")}
+        except sqlite3.OperationalError:  # created but its table not yet
+            return {}
+
+
+def _reports(out: Path) -> dict[str, Report]:
+    return {p.stem: Report.model_validate_json(p.read_text()) for p in out.glob("*.json")}
+
+
+def _twin_gradebooks(folder: Path) -> tuple[Path, Path]:
+    """Two empty gradebooks holding the same secret, so that they draw the same seeds."""
+    first, second = folder / "local.sqlite", folder / "cluster.sqlite"
+    Gradebook(first).close()
+    shutil.copy(first, second)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory: pytest.TempPathFactory, course_spec: AssignmentSpec,
+           dask_cluster: DaskCluster):
+    """A class graded locally with --jobs and on the cluster, from gradebooks of one secret."""
+    source = tmp_path_factory.mktemp("class")
+    submission(source, "ada")
+    submission(source, "bob", bodies=WRONG_DELTA2)
+    submission(source, "cy", complete=False)
+    (source / "dee.ipynb").write_text("not a notebook")
+    books = tmp_path_factory.mktemp("books")
+    local_book, cluster_book = _twin_gradebooks(books)
+    local_out, cluster_out = books / "local", books / "cluster"
+    local = grade_class(source, local_out, course_spec, _limits(course_spec), jobs=2,
+                        gradebook=local_book, verbosity=Verbosity.QUIET)
+    on_cluster = grade_class(source, cluster_out, course_spec, _limits(course_spec),
+                             gradebook=cluster_book, verbosity=Verbosity.QUIET,
+                             cluster=dask_cluster.address)
+    return source, (local, local_out, local_book), (on_cluster, cluster_out, cluster_book)
+
+
+def test_a_class_graded_on_the_cluster_gets_the_scores_and_seeds_of_a_local_run(
+        graded, course_spec, dask_cluster):
+    _, (local, local_out, local_book), (on_cluster, cluster_out, cluster_book) = graded
+    assert local == on_cluster == 0
+    here, there = _reports(local_out), _reports(cluster_out)
+    assert sorted(there) == ["ada", "bob", "cy", "dee"]
+    assert there["ada"].score == course_spec.max_score
+    assert 0 < there["bob"].score < course_spec.max_score
+    assert there["dee"].status == "invalid"
+    assert {s: r.model_dump(exclude={"duration_s"}) for s, r in there.items()} == {
+        s: r.model_dump(exclude={"duration_s"}) for s, r in here.items()}
+    assert there["ada"].sandbox != "none"
+    # The same keys: a report graded on the cluster is kept by a local run, and the reverse.
+    assert {s: r[:5] for s, r in _rows(cluster_book).items()} == {
+        s: r[:5] for s, r in _rows(local_book).items()}
+    # Full marks, with every attempt to read the coordinator's course refused: the workers
+    # graded from their own copy.
+    assert dask_cluster.forbidden_reads() == ""
+
+
+def test_a_rerun_on_the_cluster_grades_nothing_again(graded, course, dask_cluster, capsys):
+    from grader.cli import main
+
+    source, _, (_, out, book) = graded
+    before = _rows(book)
+    status = main(["grade", str(source), "--out", str(out), "--gradebook", str(book),
+                   "--course", str(course), "--assignment", "derivative_calculation",
+                   "--cell-timeout", "5", "--call-timeout", "2",
+                   "--cluster", dask_cluster.address])
+    assert status == 0
+    assert _rows(book) == before
+    assert "graded in this run      │ 0" in capsys.readouterr().out
+
+
+def test_a_worker_that_cannot_hide_the_course_stops_the_run_and_is_named(
+        tmp_path, course_spec, dask_cluster):
+    # A worker whose private folder lies in the interpreter's prefix, which every kernel may
+    # read: it would let the kernels read its copy of the course.
+    exposed = Path(sys.prefix) / f"exposed-worker-{os.getpid()}"
+    try:
+        dask_cluster.start_worker("exposed", folder=exposed)
+        address = dask_cluster.wait_for({"w1", "w2", "exposed"})["exposed"]
+        (tmp_path / "class").mkdir()
+        submission(tmp_path / "class", "ada")
+        with pytest.raises(ClusterError) as refused:
+            grade_class(tmp_path / "class", tmp_path / "out", course_spec,
+                        _limits(course_spec), verbosity=Verbosity.QUIET,
+                        cluster=dask_cluster.address)
+        assert f"worker {address} cannot grade" in str(refused.value)
+        assert str(exposed) in str(refused.value)
+        assert not (tmp_path / "out").exists()  # refused before anything was graded
+    finally:
+        dask_cluster.kill("exposed")
+        shutil.rmtree(exposed, ignore_errors=True)
+    dask_cluster.wait_for({"w1", "w2"})
+
+
+def test_a_worker_killed_mid_run_still_leaves_one_report_per_student(
+        tmp_path, course_spec, dask_cluster):
+    source = tmp_path / "class"
+    source.mkdir()
+    for name in ("ann", "ben", "cat", "dan"):
+        submission(source, name, extra_cells=SLOW,
+                   bodies=WRONG_DELTA2 if name == "ben" else None)
+    dask_cluster.start_worker("doomed")
+    doomed = dask_cluster.wait_for({"w1", "w2", "doomed"})["doomed"]
+    out = tmp_path / "out"
+    status: list[int] = []
+    run = threading.Thread(target=lambda: status.append(grade_class(
+        source, out, course_spec, _limits(course_spec), verbosity=Verbosity.QUIET,
+        cluster=dask_cluster.address)))
+    run.start()
+    try:
+        with dask_cluster.client() as client:
+            deadline = time.monotonic() + 120
+            while not client.processing(workers=[doomed]).get(doomed):
+                assert time.monotonic() < deadline, "the doomed worker never got a task"
+                time.sleep(0.05)
+        time.sleep(0.5)  # its kernel is starting or running the notebook's cells
+        dask_cluster.kill("doomed")
+    finally:
+        run.join()
+    assert status == [0]
+    rows = _rows(out / "gradebook.sqlite")
+    assert sorted(rows) == ["ann", "ben", "cat", "dan"]
+    reports = _reports(out)
+    assert sorted(reports) == sorted(rows)
+    assert {s: r.score for s, r in reports.items()} == {
+        "ann": course_spec.max_score, "ben": reports["ben"].score,
+        "cat": course_spec.max_score, "dan": course_spec.max_score}
+    assert reports["ben"].score < course_spec.max_score
+    assert all(r.status == "graded" for r in reports.values())
+
+
+def test_a_coordinator_killed_mid_run_is_finished_by_the_same_command(
+        tmp_path, course, dask_cluster):
+    source, out = tmp_path / "class", tmp_path / "out"
+    source.mkdir()
+    for name in ("ann", "ben", "cat", "dan"):
+        submission(source, name, extra_cells=SLOW)
+    command = [str(BIN / "grader"), "grade", str(source), "--out", str(out), "--quiet",
+               "--course", str(course), "--assignment", "derivative_calculation",
+               "--cell-timeout", "5", "--call-timeout", "2", "--cluster", dask_cluster.address]
+    first = subprocess.Popen(command, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "gradebook.sqlite").exists() or not _rows(out / "gradebook.sqlite"):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    before = _rows(out / "gradebook.sqlite")
+    assert 1 <= len(before) < 4
+    assert subprocess.run(command, timeout=300).returncode == 0
+    after = _rows(out / "gradebook.sqlite")
+    assert sorted(after) == ["ann", "ben", "cat", "dan"]
+    # What the killed run committed was kept, not graded again.
+    assert {s: after[s] for s in before} == before
+    assert sorted(_reports(out)) == sorted(after)
+
+
+def test_without_distributed_the_error_names_the_extra(tmp_path, course):
+    submission(tmp_path, "ada")
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['distributed'] = None; "
+         "from grader.cli import main; sys.exit(main(sys.argv[1:]))",
+         "grade", str(tmp_path), "--out", str(tmp_path / "out"), "--course", str(course),
+         "--assignment", "derivative_calculation", "--cluster", "local:1"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "pip install 'backprop-grader[dask]'" in run.stderr
+
+
+def test_a_service_grades_one_notebooks_bytes_on_the_cluster(graded, course_spec,
+                                                              dask_cluster):
+    source, (_, local_out, _), _ = graded
+    here = _reports(local_out)["bob"]  # graded on this machine
+    with Cluster.open(dask_cluster.address, course_spec, _limits(course_spec)) as cluster:
+        there = cluster.grade((source / "bob.ipynb").read_bytes(), "bob.ipynb", here.seed)
+        # The workers named which sandbox they grade in, and graded in it.
+        assert there.sandbox == cluster.sandbox == here.sandbox
+    assert there.model_dump(exclude={"duration_s"}) == here.model_dump(exclude={"duration_s"})
+    assert dask_cluster.forbidden_reads() == ""
+
+
+def test_only_a_valid_report_in_json_text_is_taken_from_a_worker(graded):
+    report = _reports(graded[1][1])["cy"]
+    sent = Outcome(worker="tcp://10.0.0.7:4000", report=report).model_dump_json()
+    assert read_report(sent) == report
+    refused = {
+        "failure": Outcome(worker="tcp://10.0.0.7:4000", failure="no kernel").model_dump_json(),
+        "object": report,  # an object unpickled from a worker is never taken as a report
+        "not json": "<html>",
+        "bad report": sent.replace('"status":"graded"', '"status":"excellent"'),
+        "extra field": sent.replace('{"worker"', '{"admin":true,"worker"'),
+    }
+    for what, result in refused.items():
+        with pytest.raises(ClusterError) as error:
+            read_report(result)
+        if what == "failure":
+            assert "worker tcp://10.0.0.7:4000: no kernel" in str(error.value)
