@@ -356,13 +356,14 @@ def test_server_killed_while_grading_grades_everything_after_restart(tmp_path: P
         server.stop()
 
 
+
 def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
-    from starlette.testclient import TestClient
-
-    from grader.service.app import create_app
-
-    (tmp_path / "course.toml").write_text("https = true\n" + course_toml(
-        **{ASSIGNMENT_NAME: ""}))
-    client = TestClient(create_app(tmp_path), base_url="https://testserver")
-    cookie = client.get("/login").headers["set-cookie"].lower()
-    assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    server = Server(tmp_path / "data", "https = true\n" + course_toml(**{ASSIGNMENT_NAME: ""}))
+    token = server.add("ann")
+    server.start()
+    try:
+        for response in (Client(server).http.get("/login"), Client(server).sign_in(token)):
+            cookie = response.headers["set-cookie"].lower()
+            assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    finally:
+        server.stop()

@@ -395,7 +395,8 @@ async def dashboard(request: Request) -> Response:
            'alt="score distribution, full marks per function, common mistakes">'
            if counting else "<p>No graded submission yet.</p>")
         + ("<h2>Most common misconceptions</h2><table><tr><th>Mistake</th><th>Students</th>"
-           f"<th>Hint shown</th></tr>{mistake_rows}</table>" if mistake_rows else ""))
+           f"<th>Hint shown</th></tr>{mistake_rows}</table>" if mistake_rows
+           else "<p>No known misconception in the scores that count.</p>" if counting else ""))
     return _html(layout(f"{spec.title}: dashboard", body, current))
 
 
