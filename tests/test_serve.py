@@ -367,3 +367,56 @@ def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     finally:
         server.stop()
+
+
+def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> None:
+    """Without a CPU share per kernel (cgroups), a notebook that timed out while others ran is
+    graded again with nothing beside it, as a class run does."""
+    import asyncio
+
+    from grader.classrun.gradebook import Gradebook
+    from grader.report import CellProblem, Report
+    from grader.service.config import load_config
+    from grader.service.queue import GradingQueue
+
+    (tmp_path / "course.toml").write_text(
+        'sandbox = "none"\n' + course_toml(**{ASSIGNMENT_NAME: "submissions = 9"}))
+    config, specs = load_config(tmp_path / "course.toml")
+    store, book = Store(tmp_path / "server.sqlite"), Gradebook(tmp_path / "gradebook.sqlite")
+    queue = GradingQueue(config, specs, tmp_path, store, book)
+    queue._shared = True  # as on a machine without cpu cgroups
+    calls: list[str] = []
+    events: list[tuple[str, int]] = []  # ("start" | "end", call number), in order
+
+    async def grade(path: Path, spec, seed: int) -> Report:
+        calls.append(path.parent.name)
+        number = len(calls)
+        events.append(("start", number))
+        await asyncio.sleep(0.05)
+        events.append(("end", number))
+        cells = [CellProblem(cell=0, problem="timeout", message="slow")] if (
+            path.parent.name == "slow" and calls.count("slow") == 1) else []
+        return Report(assignment=spec.name, submission=path.name, status="graded", score=0,
+                      max_score=spec.max_score, seed=seed, grader_version="x", duration_s=0,
+                      cells=cells)
+
+    queue.grade = grade
+    for name in ("slow", "a", "b", "c"):
+        store.add_user(name, name, "student")
+        store.add_submission(student=name, assignment=ASSIGNMENT_NAME, filename="n.ipynb",
+                             folder=name, content_hash="h", deadline=None, late=False,
+                             multiplier=1, capacity=9, refill_s=60)
+
+    async def run() -> None:
+        queue.start()
+        while store.waiting():
+            await asyncio.sleep(0.02)
+        await queue.stop()
+
+    asyncio.run(run())
+    assert calls.count("slow") == 2
+    again = [i for i, name in enumerate(calls, start=1) if name == "slow"][1]
+    start = events.index(("start", again))
+    assert events[start + 1] == ("end", again), "another notebook ran beside the regrade"
+    assert all(events.count(("end", n)) == 1 for n in range(1, len(calls) + 1))
+    assert not store.submission(1).report().cells  # the second grading's report is kept

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from grader import __version__
+from grader.classrun.batch import _ran_out_of_time as ran_out_of_time
 from grader.classrun.gradebook import Gradebook, GradingKey
 from grader.classrun.keys import grader_build, grading_settings, spec_hash, student_seed
 from grader.grade import grade_notebook, limits_for
@@ -39,6 +40,11 @@ class GradingQueue:
         # code stops at start (SandboxUnavailable), never grades unconfined in silence.
         box = choose_sandbox(config.sandbox, hide=hidden)
         self.sandbox = box.name
+        # As in a class run: without a CPU share per kernel, a neighbour can push a notebook
+        # past its timeouts, so what timed out while sharing is graded again, alone.
+        self._shared = not box.fair_shares and config.kernels > 1
+        self._slots = asyncio.Semaphore(config.kernels)
+        self._alone = asyncio.Lock()
         self.limits: dict[str, Limits] = {
             name: limits_for(spec, config.cell_timeout, config.call_timeout,
                              sandbox=config.sandbox) for name, spec in specs.items()}
@@ -81,6 +87,17 @@ class GradingQueue:
                                     km_factory=self._factories[spec.name],
                                     sandbox=self.sandbox)
 
+    async def _grade_alone(self, path: Path, spec: AssignmentSpec, seed: int) -> Report:
+        """Grade with every kernel slot held: nothing else runs beside it."""
+        async with self._alone:
+            for _ in range(self.config.kernels):
+                await self._slots.acquire()
+        try:
+            return await self.grade(path, spec, seed)
+        finally:
+            for _ in range(self.config.kernels):
+                self._slots.release()
+
     async def _worker(self) -> None:
         while True:
             submission = self.store.claim()
@@ -103,7 +120,10 @@ class GradingQueue:
         seed = student_seed(spec, submission.student, self.book.secret)
         started = time.monotonic()
         try:
-            report = await self.grade(self.upload_path(submission), spec, seed)
+            async with self._slots:
+                report = await self.grade(self.upload_path(submission), spec, seed)
+            if self._shared and ran_out_of_time(report):
+                report = await self._grade_alone(self.upload_path(submission), spec, seed)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a kernel that cannot start: no verdict on the student
