@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from grader.service.routes import routes
@@ -362,7 +364,15 @@ def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
     token = server.add("ann")
     server.start()
     try:
-        for response in (Client(server).http.get("/login"), Client(server).sign_in(token)):
+        # Plain http here, so the client would not send a Secure cookie back: sent by hand.
+        http = Client(server).http
+        page = http.get("/login")
+        signin = page.cookies["grader_signin"]
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        signed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
+                            cookies={"grader_signin": signin})
+        assert signed.status_code == 303
+        for response in (page, signed):
             cookie = response.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     finally:

@@ -10,9 +10,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
 
 from grader.classrun.gradebook import Gradebook
 from grader.files import PARTIAL
+from grader.service import pages
 from grader.service.auth import LimitBody, SecurityHeaders
 from grader.service.config import CONFIG_NAME, load_config
 from grader.service.queue import GradingQueue
@@ -60,12 +64,22 @@ def create_app(data: Path, config_path: Path | None = None) -> Starlette:
             store.close()
             book.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: _problem_page})
     app.state.store, app.state.config, app.state.specs, app.state.queue = (
         store, config, specs, queue)
     app.add_middleware(LimitBody, max_bytes=config.max_upload_kib * 1024 + _FORM_OVERHEAD)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+async def _problem_page(request: Request, exc: Exception) -> Response:
+    """A refusal as a page that says why (a redirect to sign in stays a redirect)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 303:
+        return Response(status_code=303, headers=exc.headers)
+    return HTMLResponse(pages.problem(f"Error {exc.status_code}", exc.detail),
+                        status_code=exc.status_code, headers=exc.headers)
 
 
 def serve(data: Path, config_path: Path | None, host: str, port: int) -> None:
@@ -74,7 +88,7 @@ def serve(data: Path, config_path: Path | None, host: str, port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     app = create_app(data, config_path)
-    log.info("serving the course in %s at http://%s:%d/", data, host, port)
+    log.info("serving the course in %s at http://%s:%d/", data.resolve(), host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
