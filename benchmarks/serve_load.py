@@ -9,6 +9,7 @@ report (one row each, graded, none lost, none twice) and prints:
 - the time from the start of each upload to its report, p50 and p95 (measured by the client:
   upload answered, then polled every POLL_S, so up to POLL_S late);
 - the server's grading throughput (submissions per minute, first upload to last report);
+- how long the instructor's dashboard, grades.csv and the summary plot take for the class;
 - side by side in the same run, `grader grade` on the same N notebooks with the same number
   of kernels, and the ratio of the two throughputs (what the server costs over a class run).
 
@@ -72,6 +73,7 @@ def serve_run(folder: Path, students: int, window: float, kernels: int) -> float
     server = Server(folder / "data", config)
     store = Store(server.data / "server.sqlite")
     tokens = [store.add_user(f"s{i:03}", f"Student {i}", "student") for i in range(students)]
+    instructor = store.add_user("prof", "Professor", "instructor")
     store.close()
     server.start()
     try:
@@ -82,6 +84,7 @@ def serve_run(folder: Path, students: int, window: float, kernels: int) -> float
             results = [r.result() for r in runs]
         last_upload = max(t0 + window * i / students for i in range(students))
         elapsed = time.monotonic() - t0
+        dashboard = _dashboard_times(Client(server, instructor))
     finally:
         server.stop()
     with sqlite3.connect(server.data / "server.sqlite") as db:
@@ -106,7 +109,22 @@ def serve_run(folder: Path, students: int, window: float, kernels: int) -> float
           f"p95 {_percentile(feedback, 95):6.1f} s   (polled every {POLL_S} s)")
     print(f"server throughput:      {throughput:6.1f} submissions/min "
           f"({students} in {elapsed:.1f} s, first upload to last report)")
+    print(f"instructor dashboard:   {dashboard[0]:6.2f} s (median of 5), grades.csv "
+          f"{dashboard[1]:.2f} s, summary plot {dashboard[2]:.2f} s, {students} students")
     return throughput
+
+
+def _dashboard_times(client: Client) -> tuple[float, float, float]:
+    """Seconds the instructor waits for the dashboard, grades.csv and the summary plot."""
+    times = []
+    for path in ("", "/grades.csv", "/summary.png"):
+        runs = []
+        for _ in range(5):
+            start = time.monotonic()
+            assert client.get(f"/instructor/{ASSIGNMENT}{path}").status_code == 200
+            runs.append(time.monotonic() - start)
+        times.append(statistics.median(runs))
+    return times[0], times[1], times[2]
 
 
 def class_run(folder: Path, students: int, kernels: int) -> float:

@@ -430,3 +430,32 @@ def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> N
     assert events[start + 1] == ("end", again), "another notebook ran beside the regrade"
     assert all(events.count(("end", n)) == 1 for n in range(1, len(calls) + 1))
     assert not store.submission(1).report().cells  # the second grading's report is kept
+
+
+def test_submission_of_an_assignment_no_longer_served_still_ends_with_a_report(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from grader.classrun.gradebook import Gradebook
+    from grader.service.config import load_config
+    from grader.service.queue import GradingQueue
+
+    (tmp_path / "course.toml").write_text(
+        'sandbox = "none"\n' + course_toml(**{ASSIGNMENT_NAME: ""}))
+    config, specs = load_config(tmp_path / "course.toml")
+    store, book = Store(tmp_path / "server.sqlite"), Gradebook(tmp_path / "gradebook.sqlite")
+    store.add_user("ann", "Ann", "student")
+    gone = store.add_submission(student="ann", assignment="retired", filename="n.ipynb",
+                                folder="retired/x", content_hash="h", deadline=None,
+                                late=False, multiplier=1, capacity=9, refill_s=60)
+    queue = GradingQueue(config, specs, tmp_path, store, book)
+
+    async def run() -> None:
+        queue.start()
+        while store.waiting():
+            await asyncio.sleep(0.02)
+        await queue.stop()
+
+    asyncio.run(run())
+    report = store.submission(gone).report()
+    assert report.status == "invalid" and "no longer serves" in report.reason

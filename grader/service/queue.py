@@ -116,7 +116,16 @@ class GradingQueue:
                 await asyncio.sleep(1)
 
     async def _grade_one(self, submission: Submission) -> None:
-        spec = self.specs[submission.assignment]
+        spec = self.specs.get(submission.assignment)
+        if spec is None:
+            # Queued before course.toml stopped serving its assignment: it still ends with a
+            # report, which says so; serving the assignment again and a regrade grade it.
+            self.store.finish(submission.id, Report(
+                assignment=submission.assignment, submission=submission.filename,
+                status="invalid", score=0, max_score=0, seed=0, grader_version=__version__,
+                duration_s=0, reason="the course no longer serves this assignment; your "
+                "instructor can grade it again"))
+            return
         seed = student_seed(spec, submission.student, self.book.secret)
         started = time.monotonic()
         try:

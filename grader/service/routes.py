@@ -266,7 +266,8 @@ def _save(path: Path, data: bytes) -> None:
 async def submission_page(request: Request) -> Response:
     current = session(request)
     found = _own_submission(request, current)
-    spec = request.app.state.specs[found.assignment]
+    spec = request.app.state.specs.get(found.assignment)
+    title = spec.title if spec else found.assignment
     report = found.report()
     back = (f"/instructor/{found.assignment}" if current.user.role == "instructor"
             else f"/assignments/{found.assignment}")
@@ -278,11 +279,10 @@ async def submission_page(request: Request) -> Response:
                 f"submitted {e(when(found.submitted_at))}: <b>{e(words)}</b>.</p>"
                 "<p>This page refreshes itself; the feedback appears here when the notebook "
                 f'is graded.</p></div><p><a href="{e(back)}">Back</a></p>')
-        return _html(layout(f"{spec.title}: submission #{found.id}", body, current,
-                            refresh=2))
+        return _html(layout(f"{title}: submission #{found.id}", body, current, refresh=2))
     if found.regrade:
         late += " A regrade is waiting; this is the report so far."
-    page = feedback_html(report, spec.title)
+    page = feedback_html(report, title)
     banner = (f'<div style="border-bottom:1px solid #ccc;margin-bottom:1em;padding-bottom:.5em">'
               f'<a href="{e(back)}">&larr; All submissions</a> &middot; Submission #{found.id}, '
               f"{e(when(found.submitted_at))}. {late}</div>")
