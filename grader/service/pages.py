@@ -107,7 +107,7 @@ def history_table(rows: Iterable[tuple[Submission, int | None]], counting: Submi
     who = "your" if student else "the student's"
     if not body:
         return "<p>No submissions yet.</p>"
-    return ("<table><tr><th>Submission</th><th>File</th><th>Submitted</th><th>Deadline</th>"
+    return ("<table><tr><th>Submission</th><th>File</th><th>Submitted</th><th>Lateness</th>"
             f"<th>Status</th><th>Score</th><th>Counted</th></tr>{body}</table>"
             f"<p>&#9733; marks the score that counts: {who} latest graded submission, "
             "late credit applied.</p>")

@@ -111,7 +111,7 @@ class GradingQueue:
                 await self._grade_one(submission)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a full disk, say: this submission stays running, retried
+            except Exception:  # a full disk, say: left running, queued again at the next start
                 log.exception("could not record the report of submission %d", submission.id)
                 await asyncio.sleep(1)
 
