@@ -379,13 +379,10 @@ def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> None:
-    """Without a CPU share per kernel (cgroups), a notebook that timed out while others ran is
-    graded again with nothing beside it, as a class run does."""
-    import asyncio
-
+def _in_process_queue(tmp_path: Path, students: list[str], assignment: str = ASSIGNMENT_NAME):
+    """A queue over fresh records (no server, kernels unconfined), each student's notebook
+    queued, for tests that give it a grading function of their own."""
     from grader.classrun.gradebook import Gradebook
-    from grader.report import CellProblem, Report
     from grader.service.config import load_config
     from grader.service.queue import GradingQueue
 
@@ -393,7 +390,35 @@ def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> N
         'sandbox = "none"\n' + course_toml(**{ASSIGNMENT_NAME: "submissions = 9"}))
     config, specs = load_config(tmp_path / "course.toml")
     store, book = Store(tmp_path / "server.sqlite"), Gradebook(tmp_path / "gradebook.sqlite")
-    queue = GradingQueue(config, specs, tmp_path, store, book)
+    for name in students:
+        store.add_user(name, name, "student")
+        store.add_submission(student=name, assignment=assignment, filename="n.ipynb",
+                             folder=name, content_hash="h", deadline=None, late=False,
+                             multiplier=1, capacity=9, refill_s=60)
+    return GradingQueue(config, specs, tmp_path, store, book), store
+
+
+def _drain(queue, store: Store) -> None:
+    """Run the queue until nothing waits."""
+    import asyncio
+
+    async def run() -> None:
+        queue.start()
+        while store.waiting():
+            await asyncio.sleep(0.02)
+        await queue.stop()
+
+    asyncio.run(run())
+
+
+def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> None:
+    """Without a CPU share per kernel (cgroups), a notebook that timed out while others ran is
+    graded again with nothing beside it, as a class run does."""
+    import asyncio
+
+    from grader.report import CellProblem, Report
+
+    queue, store = _in_process_queue(tmp_path, ["slow", "a", "b", "c"])
     queue._shared = True  # as on a machine without cpu cgroups
     calls: list[str] = []
     events: list[tuple[str, int]] = []  # ("start" | "end", call number), in order
@@ -411,19 +436,7 @@ def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> N
                       cells=cells)
 
     queue.grade = grade
-    for name in ("slow", "a", "b", "c"):
-        store.add_user(name, name, "student")
-        store.add_submission(student=name, assignment=ASSIGNMENT_NAME, filename="n.ipynb",
-                             folder=name, content_hash="h", deadline=None, late=False,
-                             multiplier=1, capacity=9, refill_s=60)
-
-    async def run() -> None:
-        queue.start()
-        while store.waiting():
-            await asyncio.sleep(0.02)
-        await queue.stop()
-
-    asyncio.run(run())
+    _drain(queue, store)
     assert calls.count("slow") == 2
     again = [i for i, name in enumerate(calls, start=1) if name == "slow"][1]
     start = events.index(("start", again))
@@ -434,28 +447,35 @@ def test_what_timed_out_beside_others_is_graded_again_alone(tmp_path: Path) -> N
 
 def test_submission_of_an_assignment_no_longer_served_still_ends_with_a_report(
         tmp_path: Path) -> None:
-    import asyncio
-
-    from grader.classrun.gradebook import Gradebook
-    from grader.service.config import load_config
-    from grader.service.queue import GradingQueue
-
-    (tmp_path / "course.toml").write_text(
-        'sandbox = "none"\n' + course_toml(**{ASSIGNMENT_NAME: ""}))
-    config, specs = load_config(tmp_path / "course.toml")
-    store, book = Store(tmp_path / "server.sqlite"), Gradebook(tmp_path / "gradebook.sqlite")
-    store.add_user("ann", "Ann", "student")
-    gone = store.add_submission(student="ann", assignment="retired", filename="n.ipynb",
-                                folder="retired/x", content_hash="h", deadline=None,
-                                late=False, multiplier=1, capacity=9, refill_s=60)
-    queue = GradingQueue(config, specs, tmp_path, store, book)
-
-    async def run() -> None:
-        queue.start()
-        while store.waiting():
-            await asyncio.sleep(0.02)
-        await queue.stop()
-
-    asyncio.run(run())
-    report = store.submission(gone).report()
+    queue, store = _in_process_queue(tmp_path, ["ann"], assignment="retired")
+    _drain(queue, store)
+    report = store.submission(1).report()
     assert report.status == "invalid" and "no longer serves" in report.reason
+
+
+def test_a_grader_failure_is_tried_again_then_reported_and_costs_no_token(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader.report import Report
+    from grader.service import queue as queue_module
+
+    monkeypatch.setattr(queue_module, "RETRY_PAUSE_S", 0)
+    queue, store = _in_process_queue(tmp_path, ["once", "always"])
+    calls: list[str] = []
+
+    async def grade(path: Path, spec, seed: int) -> Report:
+        calls.append(path.parent.name)
+        if path.parent.name == "always" or calls.count("once") == 1:
+            raise RuntimeError("kernel did not start")
+        return Report(assignment=spec.name, submission=path.name, status="graded", score=0,
+                      max_score=spec.max_score, seed=seed, grader_version="x", duration_s=0)
+
+    queue.grade = grade
+    _drain(queue, store)
+    assert calls.count("once") == 2 and store.submission(1).status == "graded"
+    assert calls.count("always") == queue_module.ATTEMPTS
+    failed = store.submission(2).report()
+    assert failed.status == "invalid" and "kernel did not start" in failed.reason
+    # Its token came back: the bucket is as full as before the upload (9, less a little time).
+    with sqlite3.connect(tmp_path / "server.sqlite") as db:
+        tokens = dict(db.execute("SELECT student, tokens FROM buckets").fetchall())
+    assert tokens["always"] == pytest.approx(9, abs=0.01) and tokens["once"] < 8.5

@@ -24,6 +24,10 @@ from grader.settings import Limits
 from grader.spec import AssignmentSpec
 
 log = logging.getLogger("grader.serve")
+# A failure of the grader itself (a kernel that would not start on a loaded machine) is tried
+# again after a pause, this many times in all, before the student gets a report saying so.
+ATTEMPTS = 3
+RETRY_PAUSE_S = 5.0
 
 
 class GradingQueue:
@@ -51,6 +55,7 @@ class GradingQueue:
         self._factories: dict[str, KernelManagerFactory] = {
             name: box.factory(limits) for name, limits in self.limits.items()}
         self._spec_keys = {name: spec_hash(spec) for name, spec in specs.items()}
+        self._failures: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -136,13 +141,21 @@ class GradingQueue:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a kernel that cannot start: no verdict on the student
-            log.exception("grading submission %d failed", submission.id)
+            failures = self._failures[submission.id] = self._failures.get(submission.id, 0) + 1
+            log.exception("grading submission %d failed (attempt %d of %d)", submission.id,
+                          failures, ATTEMPTS)
+            if failures < ATTEMPTS:
+                # Still `running` during the pause, so that no other worker takes it at once.
+                await asyncio.sleep(RETRY_PAUSE_S)
+                self.store.requeue(submission.id)
+                return
             report = Report(assignment=spec.name, submission=submission.filename,
                             status="invalid", reason=f"the grader failed: "
                             f"{type(exc).__name__}: {exc}; your instructor can grade it again",
                             score=0, max_score=spec.max_score, seed=seed,
                             grader_version=__version__, duration_s=time.monotonic() - started,
                             sandbox=self.sandbox)
+        self._failures.pop(submission.id, None)
         if not self.store.finish(submission.id, report):
             return
         policy = self.config.assignments[spec.name]

@@ -365,6 +365,12 @@ class Store:
                                       report.model_dump_json(), now_iso(), submission_id))
         return cursor.rowcount == 1
 
+    def requeue(self, submission_id: int) -> None:
+        """Put a running submission back in its place in the queue, to be graded again."""
+        with self._transaction():
+            self._db.execute("UPDATE submissions SET state = 'queued' WHERE id = ? AND "
+                             "state = 'running'", (submission_id,))
+
     def requeue_running(self) -> int:
         """At start: what a stopped server was grading waits again; returns how many."""
         with self._transaction():
