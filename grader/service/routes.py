@@ -49,7 +49,7 @@ from grader.service.store import SESSION_SECONDS, Refused, Session, Store, Submi
 from grader.spec import AssignmentSpec
 
 # An uploaded file's name: a plain name ending .ipynb, nothing that could name a folder.
-_NOTEBOOK_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,95}\.ipynb")
+_NOTEBOOK_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,93}\.ipynb")
 # Drawing the class summary takes a second and matplotlib is not thread-safe: one at a time.
 _PLOT_LOCK = asyncio.Lock()
 
