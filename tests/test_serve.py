@@ -13,6 +13,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -479,3 +480,30 @@ def test_a_grader_failure_is_tried_again_then_reported_and_costs_no_token(
     with sqlite3.connect(tmp_path / "server.sqlite") as db:
         tokens = dict(db.execute("SELECT student, tokens FROM buckets").fetchall())
     assert tokens["always"] == pytest.approx(9, abs=0.01) and tokens["once"] < 8.5
+
+
+def test_demo_prints_tokens_that_sign_in(tmp_path: Path) -> None:
+    """The README's `make serve`: a demo course, its tokens printed, the URL to open."""
+    from tests.serving import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "serve", "--demo", "--data", str(tmp_path),
+         "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        assert f"http://127.0.0.1:{port}/login" in lines[0]
+        tokens = {line.split()[0]: line.split()[2] for line in lines[1:]}
+        assert set(tokens) == {"ada", "alan", "prof"}
+        server = SimpleNamespace(url=f"http://127.0.0.1:{port}")
+        while process.poll() is None:
+            try:
+                httpx.get(f"{server.url}/login")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert Client(server).sign_in(tokens["prof"]).headers["location"] == "/instructor"
+        assert Client(server).sign_in(tokens["ada"]).headers["location"] == "/assignments"
+    finally:
+        process.terminate()
+        process.wait(60)

@@ -125,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"Demo course in {args.data.resolve()}; sign in at http://{args.host}:"
               f"{args.port}/login with one of these tokens:")
         for user_id, role, token in make_demo(args.data):
-            print(f"  {user_id:6} {role:11} {token}")
+            print(f"  {user_id:6} {role:11} {token}", flush=True)
     serve(args.data, args.config, args.host, args.port)
     return 0
 
