@@ -18,11 +18,14 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
+import numpy as np
 
 from grader.errors import GraderError
 from grader.spec import AssignmentSpec, SpecError, load_spec
@@ -111,7 +114,11 @@ def spec_for_solution(solution: Path, course: Path | None = None) -> AssignmentS
     try:
         spec = load_spec(path)
     except SpecError as exc:
-        raise AuthoringError([str(exc)]) from None
+        try:
+            # Answers that no longer fit the examples or functions are written again below.
+            spec = load_spec(path, without_answers=True)
+        except SpecError:
+            raise AuthoringError([str(exc)]) from None
     problems = []
     if spec.name != solution.stem:
         # `grader check` finds a spec from the name in the notebook's metadata, by file name.
@@ -250,3 +257,128 @@ def orphans(course: Path, produced: set[Path]) -> list[Path]:
     """Notebooks in `assignments/` that no solution produces."""
     return [p for p in sorted((course / "assignments").glob("*.ipynb"))
             if p.resolve() not in produced]
+
+
+# --- [example_answers]: each function's result on each worked example, from the reference ----
+
+ANSWERS_TABLE = "[example_answers]"
+_HEADER = re.compile(r"^\s*\[")
+_KEY = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+
+
+def _toml(value: Any) -> str | None:
+    """A reference result as a TOML value (numbers, arrays up to 2-D, dicts of them), or None
+    when the spec cannot state it (a tuple, a 3-D array, nan)."""
+    if isinstance(value, dict):
+        parts = {k: _toml(v) for k, v in value.items()}
+        if not all(isinstance(k, str) and k.isidentifier() for k in parts) or None in (
+                parts.values()):
+            return None
+        return "{ " + ", ".join(f"{k} = {v}" for k, v in parts.items()) + " }"
+    if isinstance(value, bool) or not isinstance(value, int | float | np.generic | np.ndarray):
+        return None
+    array = np.asarray(value)
+    if array.dtype.kind not in "iuf" or array.ndim > 2 or not np.all(np.isfinite(array)):
+        return None
+    if array.ndim == 0:
+        return repr(array.item()) if array.dtype.kind == "f" else str(int(array))
+    return "[" + ", ".join(_toml(v) or "" for v in (array.astype(float) if array.ndim == 1
+                                                      else array)) + "]"
+
+
+def _same(old: Any, new: Any) -> bool:
+    if isinstance(old, dict) or isinstance(new, dict):
+        return (isinstance(old, dict) and isinstance(new, dict) and old.keys() == new.keys()
+                and all(_same(old[k], new[k]) for k in old))
+    a, b = np.asarray(old, dtype=float), np.asarray(new, dtype=float)
+    return a.shape == b.shape and bool(np.all(a == b))
+
+
+@dataclass(frozen=True)
+class ExampleAnswers:
+    """The `[example_answers]` a spec should hold, and the spec text that holds them."""
+
+    spec: AssignmentSpec
+    answers: dict[str, list[Any]]
+    lines: dict[str, str]
+    skipped: list[str]
+
+    @property
+    def path(self) -> Path:
+        return self.spec.source
+
+    def stale(self) -> list[str]:
+        """The functions whose answers in the spec differ from the reference's."""
+        held = self.spec.example_answers
+        return [name for name, values in self.answers.items()
+                if name not in held or not all(_same(a, b) for a, b in
+                                                zip(held[name], values, strict=True))] + [
+            name for name in held if name not in self.answers]
+
+    def text(self) -> str:
+        """The spec file with its `[example_answers]` table written (added if absent)."""
+        lines = self.path.read_text(encoding="utf-8").split("\n")
+        table = [f"{name} = {line}" for name, line in self.lines.items()]
+        start = next((i for i, line in enumerate(lines) if line.strip() == ANSWERS_TABLE), None)
+        if start is None:
+            at = next(i for i, line in enumerate(lines) if line.strip() == "[[functions]]")
+            while at > 0 and lines[at - 1].startswith("#"):
+                at -= 1  # the comment that introduces the first function stays with it
+            block = ["# Each function's result on each example above, written by `grader "
+                     "assign` from the", "# reference: public, so that a self-check without "
+                     "the answer key can grade the examples.", ANSWERS_TABLE, *table, ""]
+            return "\n".join([*lines[:at], *block, *lines[at:]])
+        end = next((i for i in range(start + 1, len(lines)) if _HEADER.match(lines[i])),
+                   len(lines))
+        body = lines[start + 1:end]
+        keys = [i for i, line in enumerate(body) if _KEY.match(line)]
+        # Comments before the first key and after the last one's value stay where they are.
+        first = keys[0] if keys else 0
+        last = first
+        if keys:
+            last = keys[-1] + 1
+            while last < len(body) and body[last].strip() and not body[last].startswith("#"):
+                last += 1  # a value written over several lines
+        return "\n".join([*lines[:start + 1], *body[:first], *table, *body[last:],
+                          *lines[end:]])
+
+    def write(self) -> None:
+        """Rewrite the spec file, keeping everything but the table's entries; the new text is
+        validated first, so a spec that loaded before still loads."""
+        text = self.text()
+        data = tomllib.loads(text)
+        if data.get("example_answers") != {k: v for k, v in self.answers.items()}:
+            raise AuthoringError([f"{self.path}: could not rewrite [example_answers] in place; "
+                                  "write the table by hand once, then run grader assign"])
+        self.path.write_bytes(text.encode("utf-8"))
+
+
+def example_answers(spec: AssignmentSpec) -> ExampleAnswers:
+    """Each function's result on each worked example, computed with the reference notebook.
+
+    A function whose results the spec cannot state (a tuple, say) is left out and named in
+    `skipped`: a self-check without the answer key then does not grade its examples.
+    """
+    from grader.judge.cases import example_cases
+    from grader.judge.expressions import evaluate_spec
+    from grader.judge.reference import reference_namespace
+    from grader.judge.speccheck import verify
+
+    verify(spec)
+    namespace = reference_namespace(spec)
+    cases = example_cases(spec, namespace)
+    answers: dict[str, list[Any]] = {}
+    lines: dict[str, str] = {}
+    skipped: list[str] = []
+    for f in spec.functions:
+        if not cases:
+            break
+        results = [evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                                 **case.variables) for case in cases]
+        texts = [_toml(r) for r in results]
+        if None in texts:
+            skipped.append(f.name)
+            continue
+        lines[f.name] = "[" + ", ".join(t for t in texts if t is not None) + "]"
+        answers[f.name] = [tomllib.loads(f"v = {t}")["v"] for t in texts if t is not None]
+    return ExampleAnswers(spec=spec, answers=answers, lines=lines, skipped=skipped)

@@ -10,18 +10,20 @@ from typing import Any
 from nbformat import NotebookNode
 
 from grader import __version__
+from grader.course import secret_paths
 from grader.judge.cases import Case, call_args, make_cases
 from grader.judge.credit import Counterfactual
-from grader.judge.expressions import evaluate
+from grader.judge.expressions import evaluate_spec
 from grader.judge.judging import counterfactuals, first_pass, judge
 from grader.judge.reference import handout_namespace, reference_namespace
+from grader.judge.speccheck import verify
 from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
 from grader.run.sandbox import choose_sandbox
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
-from grader.spec import AssignmentSpec, CaseSet, ContrastCheck, FunctionSpec, SpecError, Timeouts
+from grader.spec import AssignmentSpec, CaseSet, ContrastCheck, FunctionSpec, Timeouts
 from grader.wire import Call
 
 
@@ -50,11 +52,12 @@ def _hidden_key(function: str) -> str:
     return f"{function}#hidden"
 
 
-def _changed(f: FunctionSpec, contrast: ContrastCheck, case: Case, namespace: dict[str, Any]
-             ) -> list[Any]:
+def _changed(spec: AssignmentSpec, f: FunctionSpec, contrast: ContrastCheck, case: Case,
+             namespace: dict[str, Any]) -> list[Any]:
     """The arguments of a contrast check's second call: the case's, with some changed."""
-    return [evaluate(contrast.change[a], namespace, **case.variables) if a in contrast.change
-            else case.variables[a] for a in f.args]
+    return [evaluate_spec(spec, f"{f.name}: contrast {contrast.name!r}: change {a}",
+                          contrast.change[a], namespace, **case.variables)
+            if a in contrast.change else case.variables[a] for a in f.args]
 
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
@@ -66,14 +69,17 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     the report names the one used; a caller that chose it already, or brings kernels of its
     own, passes its `km_factory` and names its sandbox in `sandbox`.
 
-    `public` grades without the answer key (a student's self-check); so does a course whose
-    reference notebook is not installed.
+    `public` grades without the answer key (a student's self-check); a full grade where the
+    course has no answer key is a SpecError, never a public grade in silence.
     """
     started = time.monotonic()
+    # Before the notebook is read: without its answer key a full grade has no report at all.
+    namespace = handout_namespace(spec) if public else reference_namespace(spec)
+    # The spec's own slips stop here, named as the spec's, before any kernel starts.
+    verify(spec, public)
     if km_factory is None:
-        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
+        box = choose_sandbox(limits.sandbox, hide=secret_paths(spec))
         km_factory, sandbox = box.factory(limits), box.name
-    public = public or not spec.reference_path.is_file()
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
                   grader_version=__version__, max_score=spec.max_score, sandbox=sandbox,
                   mode="public" if public else "full")
@@ -82,14 +88,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
-    namespace = handout_namespace(spec) if public else reference_namespace(spec)
-    try:
-        cases = make_cases(spec, namespace, seed)
-    except NotImplementedError:
-        if not public:
-            raise
-        raise SpecError(f"{spec.name} cannot be checked without its answer key: its case "
-                        "variables call an exercise function of the handout") from None
+    # A variable that fails raises a SpecError naming it: the spec's mistake, or a handout that
+    # cannot compute it without the answer key.
+    cases = make_cases(spec, namespace, seed)
     # Feedback quotes the timeouts that applied, which the command line may have changed.
     applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
                                                            call_s=limits.call_timeout_s)})
@@ -108,7 +109,7 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
             plans.append(CallPlan(f.repeat_key, f.name, arguments))
         for i, contrast in enumerate(f.contrasts):
             plans.append(CallPlan(f.contrast_key(i), f.name,
-                                  [_changed(f, contrast, c, namespace) for c in cases]))
+                                  [_changed(spec, f, contrast, c, namespace) for c in cases]))
 
     hidden_keys = {_hidden_key(f.name) for f in spec.functions}
 

@@ -73,8 +73,8 @@ class TestResult(_Model):
     function: str = Field(description="The notebook function the test calls.")
     group: str = Field(
         description="What the test judges: a group of cases compared with the reference "
-        "('examples', 'scalar', 'vector', 'matrix'), or the name of a finite-difference or "
-        "property check.")
+        "('examples', 'scalar', 'vector', 'matrix', 'batch'), or the name of a finite-difference "
+        "or property check.")
     kind: TestKind
     score: float = Field(ge=0, allow_inf_nan=False)
     max_score: float = Field(ge=0, allow_inf_nan=False)

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from grader.course import find_course
 from grader.errors import GraderError
 
 
@@ -55,6 +56,8 @@ def code(source: str, **constants: Any) -> Code:
 # A value written in a spec: a number, or a list (of lists) of numbers for an array. An int
 # stays an int (a size, a count or a seed); pydantic's smart union keeps 3 an int and 3.0 a float.
 SpecValue = int | float | list[float] | list[list[float]]
+# A worked example's answer may also be a dict of such values (a dict of gradients, say).
+AnswerValue = SpecValue | dict[str, SpecValue]
 
 
 class SpecError(GraderError):
@@ -68,6 +71,12 @@ class CaseSet(StrEnum):
     SCALAR = "scalar"
     VECTOR = "vector"
     MATRIX = "matrix"
+    # Whole batches: each case's variables give their own shapes (see CaseSets.batches).
+    BATCH = "batch"
+
+
+# The groups drawn with a shape of their own; a spec that draws batches draws none of these.
+SHAPED_SETS = (CaseSet.SCALAR, CaseSet.VECTOR, CaseSet.MATRIX)
 
 
 class _Model(BaseModel):
@@ -115,12 +124,26 @@ class Timeouts(_Model):
     call_s: float = Field(5.0, gt=0, description="Per call of a student function.")
 
 
+class BatchCredit(StrEnum):
+    """How the points of a function's `batch` group are earned."""
+
+    EACH = "each"  # every batch right earns its share: points / number of batches
+    ALL = "all"  # the points only when every batch is right
+
+
 class CaseSets(_Model):
     """How many random cases to draw, and their shapes."""
 
     scalar: int = Field(3, ge=1, description="Scalar cases drawn per function.")
     vector: tuple[PositiveInt] = (6,)
     matrix: tuple[PositiveInt, PositiveInt] = (3, 4)
+    batches: int = Field(
+        0, ge=0, description="Whole-batch cases to draw instead of the scalar, vector and "
+        "matrix ones: every variable of a batch gives its own shape (a draw without `shape` "
+        "is one number), and functions score them under `batch` in `points`.")
+    batch_credit: BatchCredit = Field(
+        BatchCredit.EACH, description="'each': every right batch earns points / batches; "
+        "'all': the group's points only when every batch is right.")
 
 
 class GradientCheck(_Model):
@@ -191,6 +214,10 @@ class Detector(StrEnum):
     # `value`, an expression of `result`, is one and the same number on every case; the hint
     # may quote it as {value}. It reveals, say, the step size an update really takes.
     CONSTANT = "constant"
+    # nan or infinities exactly where `where` (a condition of case variables, broadcast to the
+    # result's shape) holds, finite values everywhere else: a formula that overflows or
+    # underflows on the inputs that need care (an unstabilised softmax on large logits).
+    NON_FINITE = "non_finite"
 
 
 MISTAKE_ID = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$"
@@ -212,10 +239,15 @@ class Mistake(_Model):
     unless: float | None = Field(
         default=None, description="For detector 'constant': the value correct work keeps "
         "constant, which is therefore no sign of this mistake.")
+    where: Expression | None = Field(
+        default=None, description="For detector 'non_finite': a condition of case variables, "
+        "true where the mistake makes the result nan or infinite (e.g. 'np.abs(Z) > 700'); it "
+        "is broadcast to the result's shape.")
     example: str | None = Field(
         default=None, description="A body of the function, written with its own parameter "
         "names, that makes this mistake; the assignment CI proves the detector fires on it. "
-        "Needed for detector 'constant', whose value says what the mistake keeps, not how.")
+        "Needed for detectors 'constant' and 'non_finite', whose expressions say what the "
+        "mistake does, not how.")
 
     @model_validator(mode="after")
     def _value_iff_value_detector(self) -> Mistake:
@@ -225,8 +257,13 @@ class Mistake(_Model):
                              "'constant' only, and they need one")
         if self.value is not None:
             _check_expression(self.value)
-        if self.detector is Detector.CONSTANT and self.example is None:
-            raise ValueError(f"{self.id}: detector 'constant' needs an example body")
+        if (self.detector is Detector.NON_FINITE) != (self.where is not None):
+            raise ValueError(f"{self.id}: a 'where' condition goes with detector 'non_finite' "
+                             "only, and it needs one")
+        if self.where is not None:
+            _check_expression(self.where)
+        if self.detector in (Detector.CONSTANT, Detector.NON_FINITE) and self.example is None:
+            raise ValueError(f"{self.id}: detector '{self.detector}' needs an example body")
         if self.detector is Detector.CONSTANT:
             try:
                 self.hint.format(value=1.0)
@@ -257,7 +294,7 @@ class FunctionSpec(_Model):
         description="Expected value; by default the reference function called on `args`.",
     )
     points: dict[CaseSet, NonNegativeFloat] = Field(
-        default_factory=lambda: {s: 1.0 for s in CaseSet},
+        default_factory=lambda: {s: 1.0 for s in (CaseSet.EXAMPLES, *SHAPED_SETS)},
         description="Points for each group of cases checked against the reference.",
     )
     gradient_checks: list[GradientCheck] = Field(default_factory=list)
@@ -318,11 +355,12 @@ class AssignmentSpec(_Model):
     examples: list[dict[str, SpecValue]] = Field(
         default_factory=list, description="Fixed cases shown in the notebook; always visible."
     )
-    example_answers: dict[str, list[SpecValue]] = Field(
+    example_answers: dict[str, list[AnswerValue]] = Field(
         default_factory=dict,
         description="Expected result of each function on each example, in example order: "
         "public (the notebook prints them), so a self-check runs without the answer key. "
-        "A test keeps them equal to the reference's.")
+        "`grader assign` writes them from the reference (numbers, arrays and dicts of them), "
+        "and `grader assign --check` says when they are stale.")
     mistakes: list[Mistake] = Field(
         default_factory=list, description="Misconceptions any function can show (shapes).")
     functions: list[FunctionSpec] = Field(min_length=1)
@@ -378,6 +416,13 @@ class AssignmentSpec(_Model):
                 raise ValueError(f"{function}: one example answer per example is needed")
         if not self.examples and any(CaseSet.EXAMPLES in f.points for f in self.functions):
             raise ValueError("points are given for examples but the spec has none")
+        for f in self.functions:
+            if self.cases.batches and set(f.points) & set(SHAPED_SETS):
+                raise ValueError(f"{f.name}: [cases] draws batches only, so points go to "
+                                 "'examples' and 'batch'; give them explicitly")
+            if not self.cases.batches and CaseSet.BATCH in f.points:
+                raise ValueError(f"{f.name}: points for 'batch', but [cases] draws no batches "
+                                 "(set batches = N)")
         return self
 
     @property
@@ -404,13 +449,16 @@ class AssignmentSpec(_Model):
         return [*self.function(name).mistakes, *self.mistakes]
 
 
-def load_spec(path: Path) -> AssignmentSpec:
-    """Read and validate one spec file."""
+def load_spec(path: Path, without_answers: bool = False) -> AssignmentSpec:
+    """Read and validate one spec file; `without_answers` leaves out its [example_answers]
+    (which `grader assign` is about to write again, after an example was added, say)."""
     try:
         raw = path.read_bytes()
         data = tomllib.loads(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"cannot read assignment spec {path}: {exc}") from None
+    if without_answers:
+        data.pop("example_answers", None)
     try:
         return AssignmentSpec.model_validate(
             {**data, "source": path.resolve(), "digest": hashlib.sha256(raw).hexdigest()}
@@ -419,19 +467,15 @@ def load_spec(path: Path) -> AssignmentSpec:
         raise SpecError(f"invalid assignment spec {path}:\n{exc}") from None
 
 
-def default_course_dir() -> Path:
-    """The folder holding assignments/ and solutions/: the checkout this package runs from."""
-    return Path(__file__).resolve().parent.parent
-
-
 def find_spec(assignment: str, course: Path | None = None) -> AssignmentSpec:
-    """Resolve an assignment by name (assignments/NAME.toml in the course) or by spec path."""
+    """Resolve an assignment by name (assignments/NAME.toml in the course, by default the one
+    find_course finds) or by spec path."""
     candidate = Path(assignment)
     if candidate.suffix == ".toml":
         if not candidate.is_file():
             raise SpecError(f"no assignment spec at {candidate}")
         return load_spec(candidate)
-    folder = (course or default_course_dir()) / "assignments"
+    folder = (course or find_course().root) / "assignments"
     path = folder / f"{assignment}.toml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.toml")) if folder.is_dir() else []

@@ -62,15 +62,17 @@ def submission(folder: Path, name: str = "student", *, bodies: dict[str, str] | 
     return path
 
 
-def grade_all(paths: Sequence[Path], spec: AssignmentSpec, seed: int) -> list[Report]:
-    """Grade notebooks two kernels at a time (CI has two cores); reports in the same order."""
+def grade_all(paths: Sequence[Path], spec: AssignmentSpec, seed: int,
+              public: bool = False) -> list[Report]:
+    """Grade notebooks two kernels at a time (CI has two cores); reports in the same order.
+    `public` grades them as a self-check without the answer key does."""
 
     async def run() -> list[Report]:
         slots = asyncio.Semaphore(2)
 
         async def one(path: Path) -> Report:
             async with slots:
-                return await grade_notebook(path, spec, seed, limits_for(spec))
+                return await grade_notebook(path, spec, seed, limits_for(spec), public=public)
 
         return await asyncio.gather(*(one(p) for p in paths))
 

@@ -13,12 +13,14 @@ import textwrap
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from grader.authoring import build_student_notebook
 from grader.cli import main
 from grader.grade import grade_notebook, limits_for
 from grader.judge.cases import make_cases
+from grader.judge.expressions import evaluate
 from grader.judge.reference import handout_namespace, reference_namespace
 from grader.judge.verdicts import fmt
 from grader.report import Report, TestKind, TestStatus
@@ -177,14 +179,21 @@ def mistaken_variant(spec: AssignmentSpec, f: FunctionSpec, m: Mistake) -> str:
             + textwrap.indent(body, "    "))
 
 
+# Mistakes that no check of a self-check can see, so that it passes them: the worked example of
+# update takes learning_rate 0.1, the very step the variant always takes, and no property of a
+# single step can tell a learning rate from another.
+UNSEEN_WITHOUT_THE_ANSWER_KEY = {"update.fixed_step_size"}
+
+
 def _catalogue(spec: AssignmentSpec) -> list[tuple[FunctionSpec, Mistake]]:
     # A mistake any function can make is tried on the first function.
     own = [(f, m) for f in spec.functions for m in f.mistakes]
     return own + [(spec.functions[0], m) for m in spec.mistakes]
 
 
+@pytest.mark.parametrize("mode", ["full", "public"])
 def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
-        spec: AssignmentSpec, tmp_path: Path):
+        spec: AssignmentSpec, tmp_path: Path, mode: str):
     catalogue = _catalogue(spec)
     if not catalogue:
         pytest.skip(f"{spec.name} declares no misconceptions")
@@ -196,8 +205,38 @@ def test_each_misconception_is_recognised_on_its_own_mistaken_variant(
         paths.append(tmp_path / f"{m.id}.ipynb")
         nbformat.write(nb, paths[-1])
     missed = []
-    for (f, m), report in zip(catalogue, _grade_all(paths, spec), strict=True):
+    reports = grade_all(paths, spec, SEED, public=mode == "public")
+    for (f, m), report in zip(catalogue, reports, strict=True):
+        assert report.mode == mode
         named = {t.mistake for t in report.tests if t.function == f.name}
+        passes = all(t.status is TestStatus.PASSED for t in report.tests if t.function == f.name)
+        if mode == "public" and m.id in UNSEEN_WITHOUT_THE_ANSWER_KEY:
+            assert passes, f"{m.id} now fails a public test: take it out of the list"
+            continue
         if m.id not in named:
-            missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}")
+            missed.append(f"{m.id} on {f.name}: the report names {sorted(map(str, named))}: "
+                          f"{why_unnamed(spec, f, m, named)}")
     assert not missed, "\n".join(missed)
+
+
+def why_unnamed(spec: AssignmentSpec, f: FunctionSpec, m: Mistake, named: set[str | None]
+                ) -> str:
+    """Why a mistake's own variant did not get it named, as far as the spec shows."""
+    earlier = [e.id for e in spec.mistakes_for(f.name)]
+    earlier = earlier[:earlier.index(m.id)]
+    if shadowing := [i for i in earlier if i in named]:
+        return (f"an earlier entry, {shadowing[0]}, matches the same values and is named "
+                "first: make the two differ on some case, or drop one")
+    if m.detector is Detector.VALUE:
+        namespace = reference_namespace(spec)
+        for case in make_cases(spec, namespace, SEED):
+            variant = evaluate(m.value or "", namespace, **case.variables)
+            parts = variant.values() if isinstance(variant, dict) else [variant]
+            if not all(np.all(np.isfinite(np.asarray(p, dtype=float))) for p in parts):
+                return (f"its value is nan or infinite on {case.label}, and a value never "
+                        "matches nan: recognise such a mistake by where it overflows, with "
+                        "detector 'non_finite' and a 'where' condition")
+    if not named - {None}:
+        return ("no test of the variant fails, or its values match no entry: check that the "
+                "variant really makes the mistake on the hidden cases")
+    return "another entry is named instead"

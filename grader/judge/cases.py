@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from grader.judge.expressions import evaluate
-from grader.spec import AssignmentSpec, CaseSet, code
+from grader.spec import AssignmentSpec, CaseSet, SpecError, code
 
 
 @dataclass(frozen=True)
@@ -73,23 +73,70 @@ class _Draws:
         return self._out(np.where(self._rng.random(size) < 0.5, -magnitude, magnitude), shape)
 
     def choice(self, values: Sequence[float], shape: tuple[int, ...] | None = None) -> Any:
+        """One of `values` for each entry, of their type: whole numbers stay whole (a count, a
+        size), any float among them makes every entry a float."""
         size = self._shape if shape is None else tuple(shape)
-        return self._out(self._rng.choice(np.asarray(values, dtype=float), size=size), shape)
+        pool = np.asarray(values)
+        if pool.ndim != 1 or pool.dtype.kind not in "iuf":
+            raise ValueError(f"choice takes a list of numbers, not {values!r}")
+        drawn = self._rng.choice(pool, size=size)
+        return drawn.item() if size == () else drawn
+
+    def labels(self, classes: int, shape: tuple[int, ...] | None = None) -> Any:
+        """Class indices 0 .. classes-1, uniformly drawn, as whole numbers."""
+        if int(classes) != classes or classes < 1:
+            raise ValueError(f"labels takes a positive whole number of classes, not {classes!r}")
+        return self.choice(list(range(int(classes))), shape)
 
     def names(self) -> dict[str, Any]:
-        return {"uniform": self.uniform, "signed": self.signed, "choice": self.choice}
+        return {name: getattr(self, name) for name in DRAWS}
+
+
+# The draws a variable may call; an example, which draws nothing, gives such variables itself.
+DRAWS = ("uniform", "signed", "choice", "labels")
+
+
+def one_hot(labels: Any, classes: int) -> np.ndarray:
+    """Targets of shape (classes, m) for m class indices: column j is 1 in row labels[j]."""
+    index = np.asarray(labels)
+    if index.ndim != 1 or not np.all(index == np.round(index)):
+        raise ValueError("one_hot takes a 1-D sequence of whole class indices")
+    index = index.astype(int)
+    if np.any(index < 0) or np.any(index >= classes):
+        raise ValueError(f"one_hot: a class index outside 0..{classes - 1}")
+    targets = np.zeros((int(classes), index.size))
+    targets[index, np.arange(index.size)] = 1.0
+    return targets
+
+
+class CaseVariableError(SpecError):
+    """A case variable whose expression fails: the spec's, or a handout without the answer key
+    that cannot compute it."""
 
 
 def _fill(spec: AssignmentSpec, namespace: dict[str, Any], given: dict[str, Any],
-          draws: _Draws | None) -> dict[str, Any]:
+          draws: _Draws | None, where: str) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, expression in spec.variables.items():
         targets = [t.strip() for t in key.split(",")]
         if len(targets) == 1 and targets[0] in given:
             values[targets[0]] = given[targets[0]]
             continue
-        scope = namespace | {"code": code} | (draws.names() if draws else {})
-        result = evaluate(expression, scope, **values)
+        scope = namespace | {"code": code, "one_hot": one_hot} | (draws.names() if draws else {})
+        try:
+            result = evaluate(expression, scope, **values)
+        except NotImplementedError:
+            raise CaseVariableError(
+                f"{spec.name} cannot be checked without its answer key: case variable "
+                f"{key!r} = {expression!r} calls an exercise function of the handout") from None
+        except Exception as exc:
+            if draws is None and isinstance(exc, NameError) and exc.name in DRAWS:
+                raise CaseVariableError(
+                    f"assignment {spec.name}: {where} does not give {key!r}, which is drawn "
+                    f"({expression!r}); an example gives every drawn variable") from None
+            raise CaseVariableError(
+                f"assignment {spec.name}: case variable {key!r} = {expression!r} raised "
+                f"{type(exc).__name__} on {where}: {exc}") from None
         if len(targets) == 1:
             values[targets[0]] = result
         else:
@@ -103,20 +150,30 @@ def _as_value(raw: Any) -> Any:
     return np.asarray(raw, dtype=float)
 
 
+def example_cases(spec: AssignmentSpec, namespace: dict[str, Any]) -> list[Case]:
+    """The worked examples, with their computed variables."""
+    return [Case(CaseSet.EXAMPLES, i,
+                 _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None,
+                       f"example {i + 1}"))
+            for i, ex in enumerate(spec.examples)]
+
+
 def make_cases(spec: AssignmentSpec, namespace: dict[str, Any], seed: int) -> list[Case]:
-    """Every case of a submission: the examples, then scalar, vector and matrix draws."""
-    cases = [
-        Case(CaseSet.EXAMPLES, i,
-             _fill(spec, namespace, {k: _as_value(v) for k, v in ex.items()}, None))
-        for i, ex in enumerate(spec.examples)
-    ]
+    """Every case of a submission: the examples, then scalar, vector and matrix draws (or the
+    batches, for a spec that draws batches)."""
+    cases = example_cases(spec, namespace)
     rng = np.random.default_rng(seed)
-    shapes: list[tuple[CaseSet, tuple[int, ...]]] = [(CaseSet.SCALAR, ())] * spec.cases.scalar
-    shapes += [(CaseSet.VECTOR, spec.cases.vector), (CaseSet.MATRIX, spec.cases.matrix)]
+    shapes: list[tuple[CaseSet, tuple[int, ...]]]
+    if spec.cases.batches:
+        shapes = [(CaseSet.BATCH, ())] * spec.cases.batches
+    else:
+        shapes = [(CaseSet.SCALAR, ())] * spec.cases.scalar
+        shapes += [(CaseSet.VECTOR, spec.cases.vector), (CaseSet.MATRIX, spec.cases.matrix)]
     counters: dict[CaseSet, int] = {}
     for case_set, shape in shapes:
         index = counters[case_set] = counters.get(case_set, -1) + 1
-        cases.append(Case(case_set, index, _fill(spec, namespace, {}, _Draws(rng, shape))))
+        cases.append(Case(case_set, index, _fill(spec, namespace, {}, _Draws(rng, shape),
+                                                 f"a drawn {case_set.value} case")))
     return cases
 
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from grader.judge.cases import Case
 from grader.judge.closeness import compare, finite, plain, precision
-from grader.judge.expressions import evaluate
-from grader.judge.verdicts import call_verdict
+from grader.judge.expressions import evaluate_spec
+from grader.judge.verdicts import call_verdict, plural
 from grader.spec import AssignmentSpec, FunctionSpec, Probe
 from grader.wire import (
     Call,
@@ -96,8 +96,9 @@ def plan_counterfactuals(spec: AssignmentSpec, cases: list[Case], calls: dict[st
             right, expected = _right_value(spec, f, case, call, namespace)
             if right or not _telling(plain(expected), spec.tolerance.atol):
                 continue
-            answers = {p.function: plain(evaluate(p.expression, namespace, **case.variables))
-                       for p in probes}
+            answers = {p.function: plain(evaluate_spec(
+                spec, f"{f.name}: probe {p.function}", p.expression, namespace,
+                **case.variables)) for p in probes}
             # A stand-in answers with a number, an array or a dict of them (what the kernel
             # decodes), and only with a value no function could hit without computing it.
             if all(not isinstance(a, list) and _telling(a, spec.tolerance.atol)
@@ -144,7 +145,8 @@ def _telling(value: Plain, atol: float) -> bool:
 def _right_value(spec: AssignmentSpec, f: FunctionSpec, case: Case, call: Call,
                  namespace: dict[str, Any]) -> tuple[bool, Any]:
     """Whether the call returned the reference's value (unchanged arguments), and that value."""
-    expected = evaluate(f.expected_expression, namespace, **case.variables)
+    expected = evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                             **case.variables)
     verdict = call_verdict(f.name, call, spec.timeouts.call_s)
     ok = (verdict.got is not None
           and compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)[0])
@@ -170,7 +172,7 @@ def _dependencies_called(call: Call, probes: dict[str, Probe], case: Case) -> tu
 def _count(n: int, of: int, word: str) -> str:
     if n == of == 1:
         return f"the {word}"
-    return f"{'all ' if n == of else ''}{n} {word}{'s' if n > 1 else ''}"
+    return f"{'all ' if n == of else ''}{n} {plural(word, n)}"
 
 
 def credit_note(f: FunctionSpec, excused: dict[int, Excuse], scope: Sequence[int],

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from grader.judge.cases import Case
-from grader.judge.expressions import evaluate
+from grader.judge.expressions import evaluate, evaluate_spec, spec_failure
 from grader.report import TestResult, TestStatus
 from grader.spec import AssignmentSpec, CaseSet, Detector, FunctionSpec, Mistake, Tolerance
 from grader.wire import (
@@ -44,8 +44,8 @@ def _values(calls: Sequence[Call]) -> list[np.ndarray] | None:
     return [as_array(c.outcome) for c in calls]  # type: ignore[arg-type]
 
 
-def _matches_entries(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
-                     namespace: dict[str, Any], tol: Tolerance) -> bool:
+def _matches_entries(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case],
+                     calls: Sequence[Call], namespace: dict[str, Any], tol: Tolerance) -> bool:
     """For dict results: the variant is a dict of the entries the mistake gets wrong; the
     entries it leaves out are not examined, so one slip is recognised whatever the rest is."""
     if not all(isinstance(c.outcome, DictValue) for c in calls):
@@ -54,25 +54,33 @@ def _matches_entries(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
         got = as_plain(call.outcome)  # type: ignore[arg-type]
         assert m.value is not None and isinstance(got, dict)
         try:
-            variant = evaluate(m.value, namespace, **case.variables)
-            entries = {k: np.asarray(v, dtype=np.float64) for k, v in variant.items()}
-        except Exception:  # e.g. a stub of the public handout: this detector cannot run here
+            variant = evaluate_spec(spec, f"mistake {m.id}: value", m.value, namespace,
+                                    **case.variables)
+        except NotImplementedError:  # a stub of the public handout: cannot run here
             return False
+        if not isinstance(variant, dict):  # a dict where the mistake returns no dict
+            return False
+        entries = {k: np.asarray(v, dtype=np.float64) for k, v in variant.items()}
         if not all(k in got and tol.accepts(got[k], v) for k, v in entries.items()):
             return False
     return True
 
 
-def _matches_value(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
+def _matches_value(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
                    namespace: dict[str, Any], tol: Tolerance) -> bool:
     values = _values(calls)
     if not values:
-        return bool(calls) and _matches_entries(m, cases, calls, namespace, tol)
+        return bool(calls) and _matches_entries(spec, m, cases, calls, namespace, tol)
     for case, got in zip(cases, values, strict=True):
         assert m.value is not None
         try:
-            variant = np.asarray(evaluate(m.value, namespace, **case.variables), dtype=np.float64)
-        except Exception:  # e.g. a stub of the public handout: this detector cannot run here
+            raw = evaluate_spec(spec, f"mistake {m.id}: value", m.value, namespace,
+                                **case.variables)
+        except NotImplementedError:  # a stub of the public handout: cannot run here
+            return False
+        try:
+            variant = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):  # a dict of entries, say, where the result is an array
             return False
         if not tol.accepts(got, variant):
             return False
@@ -92,7 +100,7 @@ def _split_by_shape(f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call
     return scalar, array
 
 
-def _constant(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
+def _constant(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
               namespace: dict[str, Any]) -> float | None:
     """The one number `m.value` takes on every case, if it takes only one."""
     values = _values(calls)
@@ -104,6 +112,8 @@ def _constant(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
         try:
             seen.append(np.ravel(np.asarray(
                 evaluate(m.value, namespace, result=got, **case.variables), dtype=np.float64)))
+        except NameError as exc:  # a name no result can supply: the spec's
+            raise spec_failure(spec, f"mistake {m.id}: value", m.value, exc) from exc
         except Exception:  # a result that does not fit the expression shows no constant
             return None
     every = np.concatenate(seen)
@@ -113,24 +123,51 @@ def _constant(m: Mistake, cases: Sequence[Case], calls: Sequence[Call],
     return first if np.allclose(every, first, rtol=1e-6, atol=1e-12) else None
 
 
-def recognise(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call],
-              namespace: dict[str, Any], tol: Tolerance) -> str | None:
+def _non_finite_where(spec: AssignmentSpec, m: Mistake, cases: Sequence[Case],
+                      calls: Sequence[Call], namespace: dict[str, Any]) -> bool:
+    """nan or infinities exactly where `m.where` holds, on some case, and finite values
+    everywhere else."""
+    values = _values(calls)
+    if not values:
+        return False
+    seen = False
+    for case, got in zip(cases, values, strict=True):
+        assert m.where is not None
+        try:
+            where = np.asarray(evaluate_spec(spec, f"mistake {m.id}: where", m.where,
+                                             namespace, **case.variables), dtype=bool)
+        except NotImplementedError:  # a stub of the public handout: cannot run here
+            return False
+        try:
+            where = np.broadcast_to(where, got.shape)
+        except ValueError:  # a result of another shape is not this mistake
+            return False
+        if not np.array_equal(~np.isfinite(got), where):
+            return False
+        seen = seen or bool(np.any(where))
+    return seen
+
+
+def recognise(spec: AssignmentSpec, m: Mistake, f: FunctionSpec, cases: Sequence[Case],
+              calls: Sequence[Call], namespace: dict[str, Any]) -> str | None:
     """The hint for mistake `m` when the calls show it, else None."""
     if m.detector is Detector.CONSTANT:
-        value = _constant(m, cases, calls, namespace) if cases else None
+        value = _constant(spec, m, cases, calls, namespace) if cases else None
         if value is None or (m.unless is not None and np.isclose(value, m.unless, rtol=1e-6)):
             return None
         return m.hint.format(value=value)
-    return m.hint if detect(m, f, cases, calls, namespace, tol) else None
+    return m.hint if detect(spec, m, f, cases, calls, namespace) else None
 
 
-def detect(m: Mistake, f: FunctionSpec, cases: Sequence[Case], calls: Sequence[Call],
-           namespace: dict[str, Any], tol: Tolerance) -> bool:
+def detect(spec: AssignmentSpec, m: Mistake, f: FunctionSpec, cases: Sequence[Case],
+           calls: Sequence[Call], namespace: dict[str, Any]) -> bool:
     """Whether the student's calls on `cases` show mistake `m`."""
     if not cases:
         return False
     if m.detector is Detector.VALUE:
-        return _matches_value(m, cases, calls, namespace, tol)
+        return _matches_value(spec, m, cases, calls, namespace, spec.tolerance)
+    if m.detector is Detector.NON_FINITE:
+        return _non_finite_where(spec, m, cases, calls, namespace)
     if m.detector is Detector.RETURNS_NONE_MUTATED:
         return (all(isinstance(c.outcome, NoneValue) for c in calls)
                 and any(c.mutated for c in calls))
@@ -162,7 +199,7 @@ def matching_mistakes(spec: AssignmentSpec, f: FunctionSpec, cases: Sequence[Cas
     """Every catalogue entry of `f` that the calls show, with its hint, in catalogue order."""
     found = []
     for m in spec.mistakes_for(f.name):
-        hint = recognise(m, f, cases, calls, namespace, spec.tolerance)
+        hint = recognise(spec, m, f, cases, calls, namespace)
         if hint is not None:
             found.append((m, hint))
     return found

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from grader.spec import AssignmentSpec, SpecError
+
 # Central differences: truncation error ~ h^2 |f'''| / 6 and rounding error ~ eps |f| / h balance
 # at h ~ eps^(1/3) ~ 6e-6 (scaled by the size of the value), for an error near 1e-10 on O(1)
 # costs.
@@ -54,3 +56,29 @@ def evaluate(expression: str, namespace: dict[str, Any], **names: Any) -> Any:
     """
     with np.errstate(all="ignore"):
         return eval(expression, namespace | names)
+
+
+class SpecExpressionError(SpecError):
+    """A spec expression that failed where no student value can be to blame: the instructor's
+    mistake, reported with the assignment and the field."""
+
+
+def evaluate_spec(spec: AssignmentSpec, field: str, expression: str, namespace: dict[str, Any],
+                  **names: Any) -> Any:
+    """Evaluate a spec expression whose failure is the spec's: it raises SpecExpressionError
+    naming `field` (e.g. "delta2: expect") and the assignment. NotImplementedError passes
+    through: a handout's stub, which the caller knows how to take."""
+    try:
+        return evaluate(expression, namespace, **names)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise spec_failure(spec, field, expression, exc) from exc
+
+
+def spec_failure(spec: AssignmentSpec, field: str, expression: str, exc: BaseException
+                 ) -> SpecExpressionError:
+    """The error that blames a spec expression: assignment, field, text and what it raised."""
+    return SpecExpressionError(
+        f"spec error in assignment {spec.name} ({spec.source}): {field} = {expression!r} "
+        f"raised {type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ from grader.judge.verdicts import (
     SET_WORDS,
     contrast_test,
     gradient_test,
+    hidden_words,
     property_test,
     reference_test,
     repeat_test,
@@ -92,7 +93,7 @@ def _function_tests(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case],
                            [f_calls[i] for i in scope], namespace, answers)
         f_tests.append(_with_note(t, credit_note(f, excused, scope, SET_WORDS[case_set])))
     hidden = [i for i, c in enumerate(cases) if not c.visible]
-    note = credit_note(f, excused, hidden, "hidden case")
+    note = credit_note(f, excused, hidden, hidden_words(spec))
     for check in f.gradient_checks:
         f_tests.append(_with_note(gradient_test(spec, f, check, cases, f_calls, namespace), note))
     for prop in f.properties:

@@ -44,7 +44,9 @@ def reference_namespace(spec: AssignmentSpec) -> dict[str, Any]:
     """Globals of the executed reference notebook, plus the helpers spec expressions may use."""
     path = spec.reference_path
     if not path.is_file():
-        raise SpecError(f"the reference notebook of {spec.name} is not installed: {path}")
+        course = spec.source.parent.parent
+        raise SpecError(f"no answer key for {spec.name} in the course at {course} ({path} is "
+                        "missing): without it only a public self-check (--public) runs")
     namespace = dict(_namespace_of(path, path.stat().st_mtime_ns))
     missing = [f.name for f in spec.functions if not callable(namespace.get(f.name))]
     if missing:

@@ -23,10 +23,11 @@ from grader.judge.closeness import (
     relative_difference,
 )
 from grader.judge.diagnose import gradient_relation
-from grader.judge.expressions import evaluate, gradient
+from grader.judge.expressions import evaluate, evaluate_spec, gradient, spec_failure
 from grader.report import CaseDetail, TestKind, TestResult, TestStatus, Visibility
 from grader.spec import (
     AssignmentSpec,
+    BatchCredit,
     CaseSet,
     Code,
     ContrastCheck,
@@ -71,6 +72,7 @@ SET_WORDS = {
     CaseSet.SCALAR: "hidden scalar case",
     CaseSet.VECTOR: "hidden 1-D array case",
     CaseSet.MATRIX: "hidden 2-D array case",
+    CaseSet.BATCH: "hidden batch",
 }
 
 
@@ -229,13 +231,17 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
     if problem is not None:
         worst = _first_problem(verdicts)
         assert worst is not None
+        if case_set is CaseSet.BATCH and spec.cases.batch_credit is BatchCredit.EACH:
+            return _batches_with_problems(spec, f, base, cases, verdicts, worst, namespace,
+                                          answers)
         return TestResult(**base, score=0, status=worst.status, feedback=worst.message)
     details: list[CaseDetail] = []
-    wrong: list[str] = []
+    wrong: list[tuple[int, str]] = []
     max_error = 0.0
     for i, (case, verdict) in enumerate(zip(cases, verdicts, strict=True)):
         assert verdict.got is not None
-        expected = (evaluate(f.expected_expression, namespace, **case.variables)
+        expected = (evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                                  **case.variables)
                     if answers is None else answers[i])
         ok, reason, rel = compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)
         max_error = max(max_error, rel)
@@ -251,20 +257,69 @@ def reference_test(spec: AssignmentSpec, f: FunctionSpec, case_set: CaseSet, cas
                 reason = f"expected {describe(want)} but got {got_words}"
             elif visible:
                 reason = f"expected {fmt(expected)} but got {fmt(verdict.got)}"
-            wrong.append(reason)
+            wrong.append((i, reason))
     words = SET_WORDS[case_set]
     n = len(cases)
     if not wrong:
-        feedback = f"Correct on {'the' if n == 1 else f'all {n}'} {words}{'s' if n > 1 else ''}."
+        feedback = f"Correct on {'the' if n == 1 else f'all {n}'} {plural(words, n)}."
         return TestResult(**base, score=points, status=TestStatus.PASSED, feedback=feedback,
                           max_error=max_error, details=details)
-    count = f"{len(wrong)} of {n} {words}s" if n > 1 else f"the {words}"
-    if wrong[0] == "wrong value":  # a hidden case: only the size of the error may show
+    score = 0.0
+    if case_set is CaseSet.BATCH:
+        # Batches are named by their place, so a student can tell them apart between runs of a
+        # self-check; each earns its share when the spec says so.
+        count = (f"{words} {_ordinal_list([i + 1 for i, _ in wrong])} of {n}" if n > 1
+                 else f"the {words}")
+        count = count.replace(words, plural(words, len(wrong)), 1)
+        if spec.cases.batch_credit is BatchCredit.EACH:
+            score = points * (n - len(wrong)) / n
+    else:
+        count = f"{len(wrong)} of {n} {plural(words, n)}" if n > 1 else f"the {words}"
+    if wrong[0][1] == "wrong value":  # a hidden case: only the size of the error may show
         feedback = f"Wrong on {count} (largest relative error {max_error:.3g})"
     else:
-        feedback = f"Wrong on {count}: {wrong[0]}"
-    return TestResult(**base, score=0, status=TestStatus.FAILED, feedback=feedback + ".",
+        feedback = f"Wrong on {count}: {wrong[0][1]}"
+    return TestResult(**base, score=score, status=TestStatus.FAILED, feedback=feedback + ".",
                       max_error=max_error, details=details)
+
+
+def _batches_with_problems(spec: AssignmentSpec, f: FunctionSpec, base: dict[str, Any],
+                           cases: list[Case], verdicts: list[CaseVerdict], worst: CaseVerdict,
+                           namespace: dict[str, Any], answers: Sequence[Any] | None
+                           ) -> TestResult:
+    """Batches scored each on its own, some of which gave no value (an exception, a None): those
+    cost their share, the right ones earn theirs."""
+    right = 0
+    for i, (case, verdict) in enumerate(zip(cases, verdicts, strict=True)):
+        if verdict.got is None or verdict.status is not TestStatus.PASSED:
+            continue
+        expected = (evaluate_spec(spec, f"{f.name}: expect", f.expected_expression, namespace,
+                                  **case.variables) if answers is None else answers[i])
+        right += compare(expected, verdict.got, spec.tolerance.rtol, spec.tolerance.atol)[0]
+    failing = [i + 1 for i, v in enumerate(verdicts) if v.status is not TestStatus.PASSED]
+    n = len(cases)
+    words = plural(SET_WORDS[CaseSet.BATCH], len(failing)).capitalize()
+    return TestResult(**base, score=base["max_score"] * right / n, status=worst.status,
+                      feedback=f"{worst.message} {words} {_ordinal_list(failing)} of {n} went "
+                      "so; each right batch earns its share.")
+
+
+def plural(words: str, n: int) -> str:
+    """'hidden batch' for one, 'hidden batches' for more; likewise for cases."""
+    if n == 1:
+        return words
+    return words + ("es" if words.endswith("batch") else "s")
+
+
+def hidden_words(spec: AssignmentSpec) -> str:
+    """What the spec's hidden cases are called: batches, for a spec that draws batches."""
+    return SET_WORDS[CaseSet.BATCH] if spec.cases.batches else "hidden case"
+
+
+def _ordinal_list(numbers: Sequence[int]) -> str:
+    """1, 2 and 3."""
+    text = [str(k) for k in numbers]
+    return text[0] if len(text) == 1 else f"{', '.join(text[:-1])} and {text[-1]}"
 
 
 def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeout_s: float
@@ -280,8 +335,9 @@ def _graded_values(f: FunctionSpec, cases: list[Case], calls: list[Call], timeou
             continue
         verdict = call_verdict(f.name, call, timeout_s)
         if verdict.got is not None and not finite(verdict.got):
+            where = "a hidden batch" if case.case_set is CaseSet.BATCH else "a hidden case"
             verdict = CaseVerdict(TestStatus.FAILED, f"{f.name} returned nan or an infinity on "
-                                  "a hidden case: no check can pass on such a value.")
+                                  f"{where}: no check can pass on such a value.")
         pairs.append((case, verdict))
     problem = _first_problem([v for _, v in pairs])
     if problem is None and not pairs:
@@ -316,13 +372,20 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         def of(perturbed: np.ndarray, case: Case = case) -> Any:
             return evaluate(check.of, namespace, **(case.variables | {check.wrt: perturbed}))
 
-        # The numerical side involves no student value: its errors are the grader's own.
-        numeric = gradient(of, case.variables[check.wrt])
+        # The numerical side involves no student value: its errors are the spec's own.
+        try:
+            numeric = gradient(of, case.variables[check.wrt])
+        except Exception as exc:
+            raise spec_failure(spec, f"{f.name}: gradient check {check.name!r}: of", check.of,
+                               exc) from exc
         try:
             analytic = np.asarray(
                 evaluate(check.value, namespace, result=got, **case.variables), dtype=np.float64)
             if numeric.shape != analytic.shape:
                 raise ValueError("a gradient has the shape of the variable it is taken against")
+        except NameError as exc:  # a name no value can supply: the spec's
+            raise spec_failure(spec, f"{f.name}: gradient check {check.name!r}: value",
+                               check.value, exc) from exc
         except _DOES_NOT_FIT as exc:
             return TestResult(**base, score=0, status=TestStatus.FAILED, max_error=float("inf"),
                               feedback=f"{f.name} returned {describe(got, ())}, which does "
@@ -340,7 +403,7 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
     # is off by percents or more.
     if worst <= spec.tolerance.fd_rtol:
         return TestResult(**base, score=check.points, status=TestStatus.PASSED, max_error=worst,
-                          feedback=f"Agrees with a numerical derivative on {_every(values)}.")
+                          feedback=f"Agrees with a numerical derivative on {_every(spec, values)}.")
     relation = gradient_relation(np.concatenate([np.ravel(a) for a, _ in pairs]),
                                  np.concatenate([np.ravel(n) for _, n in pairs]))
     return TestResult(
@@ -350,10 +413,11 @@ def gradient_test(spec: AssignmentSpec, f: FunctionSpec, check: GradientCheck, c
         + (f": {relation}." if relation else "."))
 
 
-def _every(values: Sequence[Any]) -> str:
+def _every(spec: AssignmentSpec, values: Sequence[Any]) -> str:
     """How many hidden cases a passed check judged, in words: never "every" for none."""
     assert values, "a check that judged no case does not pass"
-    return "the hidden case" if len(values) == 1 else f"all {len(values)} hidden cases"
+    words = hidden_words(spec)
+    return f"the {words}" if len(values) == 1 else f"all {len(values)} {plural(words, 2)}"
 
 
 def property_test(spec: AssignmentSpec, f: FunctionSpec, prop: PropertyCheck, cases: list[Case],
@@ -397,6 +461,8 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
         names = {"result": got} | ({} if other is None else {"other": other})
         try:
             holds = bool(np.all(evaluate(holds_expr, namespace, **names, **case.variables)))
+        except NameError as exc:  # a name no value can supply: the spec's
+            raise spec_failure(spec, f"{f.name}: {name!r}: holds", holds_expr, exc) from exc
         except _DOES_NOT_FIT as exc:
             holds, misfit = False, misfit or exc
         except Exception as exc:  # anything else the value makes the check raise
@@ -404,7 +470,7 @@ def _condition_test(spec: AssignmentSpec, f: FunctionSpec, name: str, holds_expr
         failures += not holds
     if failures == 0:
         return TestResult(**base, score=points, status=TestStatus.PASSED,
-                          feedback=f"Holds on {_every(values)}.")
+                          feedback=f"Holds on {_every(spec, values)}.")
     if misfit is not None:
         # The check could not even be carried out: say so, rather than what failing it means.
         return TestResult(
@@ -431,6 +497,6 @@ def repeat_test(spec: AssignmentSpec, f: FunctionSpec, cases: list[Case], calls:
     if differ == 0:
         return TestResult(**base, score=f.repeat.points, status=TestStatus.PASSED,
                           feedback=f"Called twice, it returned the same result on "
-                          f"{_every(first)}.")
+                          f"{_every(spec, first)}.")
     return TestResult(**base, score=0, status=TestStatus.FAILED,
                       feedback=f"{f.repeat.explain} (differed on {differ} of {len(first)} cases)")

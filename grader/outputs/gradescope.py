@@ -5,10 +5,15 @@ It reads the report and nothing else, and shows no seed: students read it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from grader.outputs.wording import STATUS_WORDS, header_lines
-from grader.report import Report, TestStatus
+from grader.report import Report, TestStatus, Visibility
+
+# When Gradescope shows a student the verdicts on hidden cases: at once, after the due date, or
+# once the instructor publishes the grades.
+HiddenVisibility = Literal["visible", "after_due_date", "after_published"]
+HIDDEN_VISIBILITIES: tuple[str, ...] = ("visible", "after_due_date", "after_published")
 
 
 def report_lines(report: Report) -> list[str]:
@@ -22,11 +27,12 @@ def report_lines(report: Report) -> list[str]:
     return lines
 
 
-def gradescope_results(report: Report) -> dict[str, Any]:
+def gradescope_results(report: Report, hidden: HiddenVisibility = "visible") -> dict[str, Any]:
     """Gradescope's autograder results.json for one report.
 
-    Every test is `visible` to the student: hidden cases are hidden inside our tests (their
-    feedback never carries their inputs), not by hiding the test itself.
+    Hidden cases are hidden inside our tests (their feedback never carries their inputs); `hidden`
+    also sets when Gradescope shows the tests judged on them, while the worked examples stay
+    visible at once.
     """
     return {
         "score": report.score,
@@ -41,9 +47,15 @@ def gradescope_results(report: Report) -> dict[str, Any]:
                 "max_score": t.max_score,
                 "status": "passed" if t.status is TestStatus.PASSED else "failed",
                 "output": t.feedback,
-                "visibility": "visible",
+                "visibility": "visible" if t.visibility is Visibility.VISIBLE else hidden,
                 **({"tags": [t.mistake]} if t.mistake else {}),
             }
             for t in report.tests
         ],
     }
+
+
+def gradescope_failure(message: str, execution_time: float = 0) -> dict[str, Any]:
+    """results.json for a submission that could not be graded: no points, and the reason."""
+    return {"score": 0, "execution_time": max(0, round(execution_time)), "output": message,
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": []}

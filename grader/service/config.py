@@ -55,7 +55,8 @@ class ServerConfig(_Model):
 
     course: Path | None = Field(
         None, description="folder holding assignments/ and solutions/, relative to course.toml; "
-        "default: the course this grader is installed with")
+        "default: the course `grader check` finds ($GRADER_COURSE, the current folder, the "
+        "checkout the grader runs from)")
     kernels: int = Field(2, ge=1, description="submissions graded at once")
     max_upload_kib: int = Field(2048, ge=1, description="largest notebook accepted, KiB")
     https: bool = Field(False, description="served behind https: cookies are marked Secure")

@@ -14,7 +14,9 @@ from grader import __version__
 from grader.classrun.batch import _ran_out_of_time as ran_out_of_time
 from grader.classrun.gradebook import Gradebook, GradingKey
 from grader.classrun.keys import grader_build, grading_settings, spec_hash, student_seed
+from grader.course import secret_paths
 from grader.grade import grade_notebook, limits_for
+from grader.judge.reference import reference_namespace
 from grader.report import Report
 from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory
@@ -39,7 +41,10 @@ class GradingQueue:
             config, specs, data, store, book)
         hidden: list[Path] = [data]
         for spec in specs.values():
-            hidden += [spec.source, spec.reference_path]
+            # A server grades against the answer key: a course without it (or with a broken
+            # one) would fail or half-grade every student, so it stops before serving.
+            reference_namespace(spec)
+            hidden += secret_paths(spec)
         # Chosen once, before the first upload is taken: a server that cannot confine student
         # code stops at start (SandboxUnavailable), never grades unconfined in silence.
         box = choose_sandbox(config.sandbox, hide=hidden)

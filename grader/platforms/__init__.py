@@ -1,0 +1,1 @@
+"""Grading where courses already run: a Gradescope autograder bundle, a PrairieLearn grader."""
