@@ -507,3 +507,21 @@ def test_demo_prints_tokens_that_sign_in(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(60)
+
+
+def test_a_course_without_its_answer_key_is_refused_before_serving(tmp_path: Path) -> None:
+    from grader.service.app import create_app
+    from grader.spec import SpecError
+
+    course = tmp_path / "course" / "assignments"
+    course.mkdir(parents=True)
+    for suffix in (".toml", ".ipynb"):
+        name = f"{ASSIGNMENT_NAME}{suffix}"
+        (course / name).write_bytes((ROOT / "assignments" / name).read_bytes())
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "course.toml").write_text('course = "../course"\n'
+                                      + course_toml(**{ASSIGNMENT_NAME: ""}))
+    with pytest.raises(SpecError, match="no answer key"):
+        create_app(data)
+    assert not (data / "uploads").exists() or not any((data / "uploads").iterdir())
