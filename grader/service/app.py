@@ -68,6 +68,7 @@ def create_app(data: Path, config_path: Path | None = None) -> Starlette:
                     exception_handlers={HTTPException: _problem_page})
     app.state.store, app.state.config, app.state.specs, app.state.queue = (
         store, config, specs, queue)
+    app.state.plots = {}  # assignment -> (the counting submissions drawn, the PNG)
     app.add_middleware(LimitBody, max_bytes=config.max_upload_kib * 1024 + _FORM_OVERHEAD)
     app.add_middleware(SecurityHeaders)
     return app

@@ -312,12 +312,8 @@ async def submission_notebook(request: Request) -> Response:
 
 def _counting_reports(store: Store, name: str) -> dict[str, tuple[Submission, Report]]:
     """Every student's submission that counts, with its report."""
-    latest: dict[str, Submission] = {}
-    for s in store.all_submissions(name):
-        if s.status == "graded":
-            latest[s.student] = s
     out = {}
-    for student, s in latest.items():
+    for student, s in store.counting(name).items():
         report = s.report()
         if report is not None:
             out[student] = (s, report)
@@ -329,7 +325,7 @@ async def instructor_home(request: Request) -> Response:
     store = _store(request)
     rows = []
     for name, spec in request.app.state.specs.items():
-        subs = store.all_submissions(name)
+        subs = store.all_submissions(name, reports=False)
         rows.append(f'<tr><td><a href="/instructor/{e(name)}">{e(spec.title)}</a></td>'
                     f"<td>{len({s.student for s in subs})}</td><td>{len(subs)}</td>"
                     f"<td>{sum(s.state != 'done' for s in subs)}</td></tr>")
@@ -347,7 +343,7 @@ async def dashboard(request: Request) -> Response:
     store = _store(request)
     extensions = store.extensions(name)
     by_student: dict[str, list[Submission]] = {}
-    for s in store.all_submissions(name):
+    for s in store.all_submissions(name, reports=False):
         by_student.setdefault(s.student, []).insert(0, s)
     counting = _counting_reports(store, name)
     rows = []
@@ -403,12 +399,17 @@ async def dashboard(request: Request) -> Response:
 async def summary_plot(request: Request) -> Response:
     session(request, "instructor")
     name, spec, _ = _assignment(request)
-    reports = {s: r for s, (_, r) in _counting_reports(_store(request), name).items()}
-    if not reports:
+    counting = _counting_reports(_store(request), name)
+    if not counting:
         raise HTTPException(404, "No graded submission yet.")
+    # Drawn again only when a score that counts changed: a report came in or was regraded.
+    key = tuple(sorted((s.id, s.finished_at) for s, _ in counting.values()))
+    plots: dict[str, tuple[tuple, bytes]] = request.app.state.plots
     async with _PLOT_LOCK:
-        png = await asyncio.to_thread(summary_png, reports, spec)
-    return Response(png, media_type="image/png")
+        if name not in plots or plots[name][0] != key:
+            reports = {student: r for student, (_, r) in counting.items()}
+            plots[name] = key, await asyncio.to_thread(summary_png, reports, spec)
+    return Response(plots[name][1], media_type="image/png")
 
 
 def _attachment(data: bytes | str, filename: str, media_type: str) -> Response:
@@ -469,7 +470,7 @@ async def regrade(request: Request) -> Response:
     who = form.get("student")
     store = _store(request)
     latest: dict[str, int] = {}
-    for s in store.all_submissions(name):
+    for s in store.all_submissions(name, reports=False):
         latest[s.student] = s.id
     if who == "*":
         ids = list(latest.values())

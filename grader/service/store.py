@@ -9,6 +9,7 @@ start and queues them again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -151,8 +152,14 @@ class Submission:
 
     def report(self) -> Report | None:
         """The stored report, validated again on the way out."""
-        return None if self.report_json is None else Report.model_validate_json(
-            self.report_json)
+        return None if self.report_json is None else _parsed(self.report_json)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(report_json: str) -> Report:
+    # Reports are immutable, and validating hundreds of them is most of a dashboard's time:
+    # a class's counting reports stay parsed (a thousand of them, some tens of MB at most).
+    return Report.model_validate_json(report_json)
 
 
 _COLUMNS = ("id, student, assignment, filename, folder, content_hash, submitted_at, deadline, "
@@ -319,11 +326,20 @@ class Store:
                                 "student = ? ORDER BY id DESC", (assignment, student))
         return [_submission(r) for r in rows]
 
-    def all_submissions(self, assignment: str) -> list[Submission]:
-        """Every submission to an assignment, oldest first."""
-        rows = self._db.execute(f"SELECT {_COLUMNS} FROM submissions WHERE assignment = ? "
+    def all_submissions(self, assignment: str, reports: bool = True) -> list[Submission]:
+        """Every submission to an assignment, oldest first; without their reports (None) when
+        `reports` is false, which keeps a large class's dashboard fast."""
+        columns = _COLUMNS if reports else _COLUMNS.replace("report_json", "NULL")
+        rows = self._db.execute(f"SELECT {columns} FROM submissions WHERE assignment = ? "
                                 "ORDER BY id", (assignment,))
         return [_submission(r) for r in rows]
+
+    def counting(self, assignment: str) -> dict[str, Submission]:
+        """Each student's submission whose score counts: their latest graded one."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM submissions WHERE id IN (SELECT max(id) FROM submissions "
+            "WHERE assignment = ? AND status = 'graded' GROUP BY student)", (assignment,))
+        return {s.student: s for s in map(_submission, rows)}
 
     def queue_position(self, submission_id: int) -> int | None:
         """1 for the next submission to be graded; none unless it waits."""
