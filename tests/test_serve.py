@@ -270,6 +270,9 @@ def test_instructor_dashboard_downloads_and_regrade(server: Server,
     assert {"ann", "bob"} <= students
     # A regrade replaces the report of Ann's submission; it still has exactly one.
     assert prof.post(f"/instructor/{ASSIGNMENT_NAME}/regrade", student="ann").status_code == 303
+    # Until the new report is in, Ann reads the one she had (and then the new one).
+    page = Client(server, server.tokens["ann"]).get(f"/submissions/{graded['ann']}").text
+    assert "22 / 22 points" in page
     status = prof.wait(graded["ann"])
     assert status["status"] == "graded" and status["score"] == 22
     assert server.store().submission(graded["ann"]).report().score == 22

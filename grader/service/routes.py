@@ -273,15 +273,15 @@ async def submission_page(request: Request) -> Response:
             else f"/assignments/{found.assignment}")
     late = (f"Submitted late: its score counts &times;{found.multiplier:g}, "
             f"{points(found.counted)}." if found.late else "Submitted on time.")
-    if found.state != "done" or report is None:
+    if report is None:
         words = pages.state_words(found, _store(request).queue_position(found.id))
         body = (f'<div class="box"><p>Submission #{found.id} ({e(found.filename)}), '
                 f"submitted {e(when(found.submitted_at))}: <b>{e(words)}</b>.</p>"
                 "<p>This page refreshes itself; the feedback appears here when the notebook "
                 f'is graded.</p></div><p><a href="{e(back)}">Back</a></p>')
         return _html(layout(f"{title}: submission #{found.id}", body, current, refresh=2))
-    if found.regrade:
-        late += " A regrade is waiting; this is the report so far."
+    if found.state != "done":
+        late += " It is being graded again; this is its report so far."
     page = feedback_html(report, title)
     banner = (f'<div style="border-bottom:1px solid #ccc;margin-bottom:1em;padding-bottom:.5em">'
               f'<a href="{e(back)}">&larr; All submissions</a> &middot; Submission #{found.id}, '
