@@ -92,6 +92,9 @@ def serve_run(folder: Path, students: int, window: float, kernels: int) -> float
                           ).fetchall()
         ungraded = db.execute("SELECT id, json_extract(report_json, '$.reason') FROM "
                               "submissions WHERE status != 'graded'").fetchall()
+    retried = server.log().count("failed (attempt ")
+    if retried:
+        print(f"the grader failed {retried} time(s) and tried again (see the server's log)")
     for submission, reason in ungraded:
         print(f"submission {submission} could not be graded: {reason}")
     if ungraded:
