@@ -30,6 +30,7 @@ from grader.outputs.gradescope import gradescope_results
 from grader.outputs.terminal import print_report
 from grader.report import Report
 from grader.run.sandbox import choose_sandbox
+from grader.service.commands import add_commands as add_server_commands
 from grader.settings import SANDBOXES, Limits, default, help_text
 from grader.spec import AssignmentSpec, find_spec
 
@@ -212,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the JSON Schema of the report")
     schema.set_defaults(run=_cmd_schema)
+    add_server_commands(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`grader serve`: a submission server for a course, with its roster, queue and pages."""
