@@ -71,7 +71,8 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     """
     started = time.monotonic()
     if km_factory is None:
-        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
+        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path),
+                             kernel_start=limits.kernel_start)
         km_factory, sandbox = box.factory(limits), box.name
     public = public or not spec.reference_path.is_file()
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
