@@ -2,8 +2,9 @@
 submission reaches another's files or kernel, that nothing a kernel leaves breaks a later run,
 that a course the kernels could read is refused, and that a kernel gets its fair CPU share.
 
-Both confining sandboxes are tried (bwrap, and landlock, the fallback without user namespaces);
-a machine that cannot run one of them fails those tests.
+Both confining sandboxes are tried (bwrap, its kernels started afresh and forked from the fork
+server, and landlock, the fallback without user namespaces); a machine that cannot run one of
+them fails those tests.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import CORRECT, ROOT, submission
 
 GRADER = str(Path(sys.executable).parent / "grader")
-CONFINING = {"bwrap": "bwrap+landlock+seccomp", "landlock": "landlock+seccomp"}
+CONFINING = {"bwrap": "bwrap+landlock+seccomp", "fork": "fork+bwrap+landlock+seccomp",
+             "landlock": "landlock+seccomp"}
+# What each mode asks for: the sandbox, and how its kernels start.
+REQUEST = {"bwrap": ("bwrap", "fresh"), "fork": ("bwrap", "fork"),
+           "landlock": ("landlock", "fresh")}
 confining = pytest.mark.parametrize("mode", list(CONFINING))
 
 
@@ -70,8 +75,9 @@ def _stolen(report: Report, functions: Sequence[str]) -> list[str]:
 def _grade_together(paths: Sequence[Path], spec: AssignmentSpec, mode: str,
                     **overrides) -> list[Report]:
     """Grade notebooks at the same time, one kernel each, in the sandbox `mode`."""
-    limits = limits_for(spec, overrides.pop("cell_timeout", 20.0), 2.0, sandbox=mode,
-                        **overrides)
+    box, start = REQUEST[mode]
+    limits = limits_for(spec, overrides.pop("cell_timeout", 20.0), 2.0, sandbox=box,
+                        kernel_start=start, **overrides)
 
     async def run() -> list[Report]:
         return await asyncio.gather(*(grade_notebook(p, spec, 7, limits) for p in paths))
@@ -155,7 +161,8 @@ print(json.dumps(seen))
 
 def _confined_run(mode: str, code: str) -> dict[str, str]:
     """Run `code` the way a kernel of `mode` runs, and return what it printed (JSON)."""
-    box = choose_sandbox(mode)
+    box = choose_sandbox(*REQUEST.get(mode, (mode, "fresh")))
+    assert box.name == CONFINING.get(mode, "none")
     runtime = scratch_dir("run")
     try:
         (runtime / "work").mkdir()
@@ -164,11 +171,16 @@ def _confined_run(mode: str, code: str) -> dict[str, str]:
         head = (f"NUMBERS = {syscall_numbers()!r}\nGRADER_PID = {os.getpid()}\n"
                 f"SOLUTION = {str(ROOT / 'solutions' / 'derivative_calculation.ipynb')!r}\n"
                 f"CONNECTION = {km.connection_file!r}\n")
-        args = [*km.python_args[:-2], "-c", head + code] if mode != "none" else ["-c", head + code]
-        done = subprocess.run(km.command(*args), capture_output=True, text=True, timeout=60,
-                              check=False)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        if isinstance(km, sandbox.ForkedKernelManager):
+            returncode, stdout, stderr = sandbox._run_forked(km, head + code, runtime / "out")
+        else:
+            args = ([*km.python_args[:-2], "-c", head + code] if mode != "none"
+                    else ["-c", head + code])
+            done = subprocess.run(km.command(*args), capture_output=True, text=True, timeout=60,
+                                  check=False)
+            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+        assert returncode == 0, stderr
+        return json.loads(stdout.strip().splitlines()[-1])
     finally:
         remove_scratch(runtime)
 
@@ -540,7 +552,7 @@ def test_an_out_folder_or_gradebook_the_kernels_could_read_is_refused(tmp_path, 
 def test_the_spec_and_answer_key_of_this_checkout_stay_hidden():
     spec = find_spec("derivative_calculation")
     for mode in CONFINING:
-        box = choose_sandbox(mode)
+        box = choose_sandbox(*REQUEST[mode])
         box.check_hidden([spec.source, spec.reference_path])
         assert not any(Path(ROOT).resolve() == p or p in Path(ROOT).resolve().parents
                        for p in box.readable())

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -63,13 +64,16 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        """Signal the process (the kernel and its PID namespace die with it)."""
+        """Signal the kernel; SIGKILL and SIGTERM end it and everything it started, and the
+        process is seen to end only once all of them are gone."""
+        if signum == signal.SIGKILL:
+            signum = signal.SIGTERM  # to the first process, which kills the kernel, then waits
         if self.returncode is None:
             self._server.signal(self.ident, signum)
 
     def kill(self) -> None:
         """End the kernel and everything it started."""
-        self.send_signal(9)
+        self.send_signal(signal.SIGTERM)
 
     def terminate(self) -> None:
         """The same as kill: a kernel has nothing to save."""

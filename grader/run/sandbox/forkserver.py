@@ -18,7 +18,8 @@ tmpfs mounted on "root", pivots into it, drops every capability for good and cha
 sets its rlimits and environment, applies the launcher's Landlock ruleset and seccomp filter,
 then runs "argv" (`-m ipykernel_launcher -f CONNECTION_FILE`, or `-c CODE` for a probe).
 Killing the first process kills the kernel and everything in its PID namespace.
-{"op": "signal", "id", "signal"} signals a child's first process. The answers: {"id", "pid"}
+{"op": "signal", "id", "signal"} signals a child's first process, which passes SIGINT on to
+the kernel and answers SIGTERM by killing it. The answers: {"id", "pid"}
 once forked, {"id", "error"} when not, {"id", "exit"} when the child ended (a status as
 subprocess reports it). End of input: every child is killed and the server exits.
 """
@@ -302,8 +303,22 @@ def first_process(request, server):
     if libc.unshare(flags | CLONE_NEWCGROUP) != 0:  # a kernel without cgroup namespaces
         check(libc.unshare(flags), "unshare")
     read, write = os.pipe()
+    kernel = 0
+
+    def end_kernel(signum, _frame):
+        # The end of the kernel's PID namespace: this process returns from waitpid only once
+        # every process in it is gone.
+        if kernel:
+            os.kill(kernel, signal.SIGKILL)
+        else:
+            os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, end_kernel)
+    signal.signal(signal.SIGINT, lambda *_: kernel and os.kill(kernel, signal.SIGINT))
     kernel = os.fork()
     if kernel == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.close(write)
         try:
             become_kernel(request, read, last_cap)
