@@ -34,7 +34,7 @@ from grader.report import Report
 from grader.run import processes, sandbox
 from grader.run.observe import observe
 from grader.run.processes import remove_scratch, scratch_dir, sweep_scratch
-from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
+from grader.run.sandbox import cgroups, choose_sandbox, forking, sweep_leftovers
 from grader.run.sandbox.confinement import syscall_numbers
 from grader.settings import Limits
 from grader.spec import AssignmentSpec, find_spec
@@ -82,7 +82,11 @@ def _grade_together(paths: Sequence[Path], spec: AssignmentSpec, mode: str,
     async def run() -> list[Report]:
         return await asyncio.gather(*(grade_notebook(p, spec, 7, limits) for p in paths))
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        # The process's fork server (forked kernels) keeps its folder until it ends.
+        forking.shutdown_fork_server()
 
 
 # --- the layers inside the kernel's process ---------------------------------------------------

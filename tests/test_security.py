@@ -30,7 +30,7 @@ from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
 from grader.run import processes
 from grader.run import sandbox as sandbox_module
-from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox
+from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox, forking
 from grader.spec import AssignmentSpec
 from tests.notebooks import ROOT, SOLUTION, submission
 
@@ -50,7 +50,11 @@ def _grade(spec: AssignmentSpec, path: Path, sandbox: str = "bwrap", **overrides
     limits = limits_for(spec, overrides.pop("cell_timeout", 5.0),
                         overrides.pop("call_timeout", 2.0), sandbox=box, kernel_start=start,
                         **overrides)
-    return asyncio.run(grade_notebook(path, spec, 7, limits))
+    try:
+        return asyncio.run(grade_notebook(path, spec, 7, limits))
+    finally:
+        # The process's fork server (forked kernels) keeps its folder until it ends.
+        forking.shutdown_fork_server()
 
 
 def _scores(report: Report) -> dict[str, float]:

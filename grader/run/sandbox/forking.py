@@ -203,7 +203,8 @@ def fork_server(environment: Callable[[str], list[str]]) -> ForkServer:
     environment is `environment(marker)`."""
     with _servers_guard:
         server = _servers.get(os.getpid())
-        if server is None or not server.alive:
+        # A server whose folder is gone (removed with a temp folder) can fork nothing.
+        if server is None or not server.alive or not server.root.is_dir():
             if server is not None:
                 server.close()
             server = _servers[os.getpid()] = ForkServer(environment)

@@ -12,14 +12,14 @@ child is a fresh copy of the clean server: whatever a kernel changes in its modu
 A request {"op": "spawn", "id", "bwrap", "root", "uid", "cgroups", "rlimits", "env", "launcher",
 "pivot_root", "output", "argv"} makes two processes. The first joins the kernel's cgroups,
 unshares the mount, PID, network, IPC, UTS and cgroup namespaces, and waits for the second,
-the kernel, PID 1 of the new PID namespace: it builds its filesystem by carrying out the
-bubblewrap options "bwrap" (the very options that start a kernel with bubblewrap), on a fresh
-tmpfs mounted on "root", pivots into it, drops every capability for good and changes to "uid",
-sets its rlimits and environment, applies the launcher's Landlock ruleset and seccomp filter,
-then runs "argv" (`-m ipykernel_launcher -f CONNECTION_FILE`, or `-c CODE` for a probe).
-Killing the first process kills the kernel and everything in its PID namespace.
-{"op": "signal", "id", "signal"} signals a child's first process, which passes SIGINT on to
-the kernel and answers SIGTERM by killing it. The answers: {"id", "pid"}
+PID 1 of the new PID namespace: it builds the kernel's filesystem by carrying out the
+bubblewrap options "bwrap" (the very options that start a kernel with bubblewrap) on a fresh
+tmpfs mounted on "root", pivots into it, and forks the kernel (PID 2), which drops every
+capability for good and changes to "uid", sets its rlimits and environment, applies the
+launcher's Landlock ruleset and seccomp filter, then runs "argv" (`-m ipykernel_launcher -f
+CONNECTION_FILE`, or `-c CODE` for a probe). The kernel's end ends its namespace.
+{"op": "signal", "id", "signal"} signals a child's first process, which answers SIGTERM by
+killing the kernel's namespace and waiting for its end. The answers: {"id", "pid"}
 once forked, {"id", "error"} when not, {"id", "exit"} when the child ended (a status as
 subprocess reports it). End of input: every child is killed and the server exits.
 """
@@ -222,9 +222,6 @@ def drop_privileges(uid, last_cap):
     os.setresuid(uid, uid, uid)
     data = (CapData * 2)()
     check(libc.capset(ctypes.byref(CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)), data), "capset")
-    # A change of uid makes the process undumpable (its /proc entries root's), which a kernel
-    # started by exec is not.
-    check(libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1), 0, 0, 0), "dumpable")
 
 
 def parent_alive(pipe):
@@ -234,23 +231,67 @@ def parent_alive(pipe):
     return not poller.poll(0)
 
 
-def become_kernel(request, pipe, last_cap):
-    """PID 1 of the new namespaces: confine this process, then run the request's argv."""
-    # Dies with the first process; set again after the change of uid, which clears it.
+def exit_code(run):
+    """Run `run` as the whole life of a forked process: its exit status, never a return into
+    the server's loop."""
+    try:
+        run()
+        code = 0
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"cannot confine the kernel: {type(exc).__name__}: {exc}\n")
+        code = 70
+    atexit._run_exitfuncs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def namespace_init(request, pipe, last_cap):
+    """PID 1 of the kernel's namespaces, as bubblewrap's own: build the kernel's filesystem,
+    start the kernel as PID 2 (a process may signal itself, never its namespace's PID 1), and
+    end with it, which ends every process left in the namespace."""
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+    # Dies with the first process.
     launcher["prctl"](launcher["PR_SET_PDEATHSIG"], signal.SIGKILL)
     if not parent_alive(pipe):
         os._exit(70)
+    os.close(pipe)
     settings = build_root(request["bwrap"], request["root"])
     if settings["hostname"]:
         name = settings["hostname"].encode()
         check(libc.sethostname(name, ctypes.c_size_t(len(name))), "sethostname")
     if settings["session"]:
         os.setsid()
-    drop_privileges(request["uid"], last_cap)
+    kernel = os.fork()
+    if kernel == 0:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        exit_code(lambda: become_kernel(request, settings, last_cap))
+    drop_privileges(0, last_cap)  # uid 0 of no use: nothing left to do but wait
     launcher["prctl"](launcher["PR_SET_PDEATHSIG"], signal.SIGKILL)
-    if not parent_alive(pipe):
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        if pid == kernel:
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status)
+                     else 128 + os.WTERMSIG(status))
+
+
+def become_kernel(request, settings, last_cap):
+    """PID 2: confine this process for good, then run the request's argv."""
+    drop_privileges(request["uid"], last_cap)
+    # A change of uid makes the process undumpable (its /proc entries root's), which a kernel
+    # started by exec is not; and it clears the parent-death signal.
+    check(libc.prctl(PR_SET_DUMPABLE, ctypes.c_ulong(1), 0, 0, 0), "dumpable")
+    launcher["prctl"](launcher["PR_SET_PDEATHSIG"], signal.SIGKILL)
+    if os.getppid() != 1:
         os._exit(70)
-    os.close(pipe)
     for name, value in request["rlimits"].items():
         resource.setrlimit(getattr(resource, f"RLIMIT_{name}"), (value, value))
     os.environ.clear()
@@ -276,7 +317,6 @@ def become_kernel(request, pipe, last_cap):
     else:
         sys.argv = ["-c"]
         exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
-    sys.exit(0)
 
 
 def first_process(request, server):
@@ -303,40 +343,25 @@ def first_process(request, server):
     if libc.unshare(flags | CLONE_NEWCGROUP) != 0:  # a kernel without cgroup namespaces
         check(libc.unshare(flags), "unshare")
     read, write = os.pipe()
-    kernel = 0
+    init = 0
 
     def end_kernel(signum, _frame):
         # The end of the kernel's PID namespace: this process returns from waitpid only once
         # every process in it is gone.
-        if kernel:
-            os.kill(kernel, signal.SIGKILL)
+        if init:
+            os.kill(init, signal.SIGKILL)
         else:
             os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, end_kernel)
-    signal.signal(signal.SIGINT, lambda *_: kernel and os.kill(kernel, signal.SIGINT))
-    kernel = os.fork()
-    if kernel == 0:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    init = os.fork()
+    if init == 0:
         os.close(write)
-        try:
-            become_kernel(request, read, last_cap)
-        except SystemExit as exc:
-            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
-        except BaseException as exc:
-            sys.stderr.write(f"cannot confine the kernel: {type(exc).__name__}: {exc}\n")
-            code = 70
-        # The end of an interpreter, never a return into the server's loop below.
-        atexit._run_exitfuncs()
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(code)
+        exit_code(lambda: namespace_init(request, read, last_cap))
     os.close(read)
     while True:
         try:
-            _, status = os.waitpid(kernel, 0)
+            _, status = os.waitpid(init, 0)
             break
         except InterruptedError:
             continue
