@@ -55,6 +55,7 @@ def private_tmp(monkeypatch) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     yield folder
+    forking.shutdown_fork_server()  # were one started, its folder is in this one
     remove_tree(folder)
 
 
@@ -75,7 +76,7 @@ def _stolen(report: Report, functions: Sequence[str]) -> list[str]:
 def _grade_together(paths: Sequence[Path], spec: AssignmentSpec, mode: str,
                     **overrides) -> list[Report]:
     """Grade notebooks at the same time, one kernel each, in the sandbox `mode`."""
-    box, start = REQUEST[mode]
+    box, start = REQUEST.get(mode, (mode, "fresh"))
     limits = limits_for(spec, overrides.pop("cell_timeout", 20.0), 2.0, sandbox=box,
                         kernel_start=start, **overrides)
 
@@ -165,7 +166,8 @@ print(json.dumps(seen))
 
 def _confined_run(mode: str, code: str) -> dict[str, str]:
     """Run `code` the way a kernel of `mode` runs, and return what it printed (JSON)."""
-    box = choose_sandbox(*REQUEST.get(mode, (mode, "fresh")))
+    requested, start = REQUEST.get(mode, (mode, "fresh"))
+    box = choose_sandbox(requested, kernel_start=start)
     assert box.name == CONFINING.get(mode, "none")
     runtime = scratch_dir("run")
     try:
@@ -556,7 +558,7 @@ def test_an_out_folder_or_gradebook_the_kernels_could_read_is_refused(tmp_path, 
 def test_the_spec_and_answer_key_of_this_checkout_stay_hidden():
     spec = find_spec("derivative_calculation")
     for mode in CONFINING:
-        box = choose_sandbox(*REQUEST[mode])
+        box = choose_sandbox(REQUEST[mode][0], kernel_start=REQUEST[mode][1])
         box.check_hidden([spec.source, spec.reference_path])
         assert not any(Path(ROOT).resolve() == p or p in Path(ROOT).resolve().parents
                        for p in box.readable())
