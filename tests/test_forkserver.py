@@ -113,7 +113,7 @@ print(json.loads("[1]"), numpy.add(1, 2), math.pi, "planted" in sys.modules,
       os.getuid())
 """
 SECOND = """
-import json, math, os, subprocess, sys
+import json, math, os, signal, subprocess, sys
 import numpy
 print(json.dumps({
     "files": [f for f in os.listdir(os.environ["HOME"]) + os.listdir(os.environ["TMPDIR"])
@@ -123,6 +123,7 @@ print(json.dumps({
     "pi": math.pi,
     "planted": "planted" in sys.modules,
     "pid": os.getpid(),
+    "sigpipe": str(signal.getsignal(signal.SIGPIPE)),
     "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
     "sleepers": subprocess.run(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\\\0' ' '"],
                                capture_output=True, text=True).stdout.count("1000.314159"),
@@ -148,7 +149,8 @@ def test_nothing_of_one_forked_kernel_reaches_the_next(forked, private_tmp):
     assert did.split()[:5] == ["[1]", "poisoned", "3.0", "True", "True"]
     assert int(did.split()[-1]) == uid != 0
     assert seen == {"files": [], "env": False, "numpy_add": "3", "pi": math.pi,
-                    "planted": False, "pid": 2, "processes": [1, 2], "sleepers": 0}
+                    "planted": False, "pid": 2, "sigpipe": str(signal.SIG_IGN),
+                    "processes": [1, 2], "sleepers": 0}
 
 
 def test_the_server_forks_with_one_thread_and_no_socket(forked, private_tmp):
