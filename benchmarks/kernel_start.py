@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/kernel_start.py          # N = 20
     .venv/bin/python benchmarks/kernel_start.py -n 5     # to try it out
     .venv/bin/python benchmarks/kernel_start.py --starts # forked against fresh kernels
+    .venv/bin/python benchmarks/kernel_start.py --class 40  # the same, grading a class
 
 For each set of layers (none; the launcher alone; Landlock; seccomp; both; bubblewrap alone;
 bubblewrap with both) it starts a kernel, waits until it answers, runs `import numpy` (what
@@ -18,6 +19,10 @@ another) alternate between the two, each block in a process of its own and a cpu
 its own (cgroup v1, as root), which counts the CPU time of the block's process and of
 everything it starts: kernels, bubblewrap, and the fork server, whose start (importing
 ipykernel and numpy) is part of the block. Wall and CPU time are divided by N.
+
+With --class N it grades a class of N submissions (benchmarks/batch.py's) with `grader grade
+--kernel-start fresh`, then `fork`, ROUNDS times, each run in a cpuacct cgroup of its own: the
+wall and CPU time of the whole command (grader, kernels, fork server) per notebook.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -127,6 +133,46 @@ async def block(start: str, n: int) -> None:
     print(json.dumps({"sandbox": box.name, "wall": wall / n, "cpu": cpu / 1e9 / n}))
 
 
+def _accounted(argv: list[str]) -> tuple[float, float]:
+    """Run `argv` in a cpuacct cgroup of its own: its wall and CPU seconds, descendants'
+    included."""
+    group = _accounting_group()  # this process's, whose children start in it
+    try:
+        usage = group / "cpuacct.usage"
+        wall, cpu = time.perf_counter(), int(usage.read_text())
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - wall, (int(usage.read_text()) - cpu) / 1e9
+    finally:
+        Path(group.parent, "cgroup.procs").write_text(str(os.getpid()))
+        group.rmdir()
+
+
+def compare_class(n: int, rounds: int) -> None:
+    """Grade a class of `n`, with fresh and with forked kernels, alternating; per notebook."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from batch import build_class
+
+    with tempfile.TemporaryDirectory(prefix="kernel-start-") as folder:
+        source = Path(folder) / "class"
+        build_class(source, n)
+        seen: dict[str, list[tuple[float, float]]] = {"fresh": [], "fork": []}
+        for round_ in range(rounds):
+            for start in seen:
+                seen[start].append(_accounted([
+                    str(Path(sys.executable).parent / "grader"), "grade", str(source), "--out",
+                    f"{folder}/out-{start}-{round_}", "--assignment", "derivative_calculation",
+                    "-q", "--kernel-start", start]))
+    print(f"a class of {n}, graded {rounds} times each way, default jobs")
+    print(f"{'kernel start':<14} {'wall s/notebook':>16} {'CPU s/notebook':>15}")
+    medians = {start: (statistics.median(w for w, _ in runs) / n,
+                       statistics.median(c for _, c in runs) / n)
+               for start, runs in seen.items()}
+    for start, (wall, cpu) in medians.items():
+        print(f"{start:<14} {wall:16.3f} {cpu:15.3f}")
+    print(f"{'fork / fresh':<14} {medians['fork'][0] / medians['fresh'][0]:16.3f} "
+          f"{medians['fork'][1] / medians['fresh'][1]:15.3f}")
+
+
 def compare_starts(n: int, rounds: int) -> None:
     """Blocks of forked and fresh kernels, alternating; the medians, side by side."""
     seen: dict[str, list[dict[str, float]]] = {"fresh": [], "fork": []}
@@ -152,14 +198,18 @@ def main() -> None:
                         "(default 20)")
     parser.add_argument("--starts", action="store_true",
                         help="compare forked and fresh kernels instead of the layer sets")
+    parser.add_argument("--class", dest="class_size", type=int, metavar="N",
+                        help="compare forked and fresh kernels grading a class of N")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="blocks of each kind with --starts (default 3)")
+                        help="blocks or class runs of each kind (default 3)")
     parser.add_argument("--block", choices=["fork", "fresh"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.block:
         asyncio.run(block(args.block, args.n))
     elif args.starts:
         compare_starts(args.n, args.rounds)
+    elif args.class_size:
+        compare_class(args.class_size, args.rounds)
     else:
         asyncio.run(run(args.n))
 

@@ -543,6 +543,27 @@ def _run_forked(km: ForkedKernelManager, code: str, output: Path) -> tuple[int, 
 @functools.cache
 def _available(mode: str) -> Sandbox | str:
     """The strongest sandbox of this mode that works here, or why none does."""
+    box = _candidate(mode)
+    if isinstance(box, str):
+        return box
+    reason = _probe(box)
+    if reason is None:
+        return box
+    abi = box.landlock_abi
+    if box.mode == "landlock" and os.geteuid() == 0 and abi >= 6:
+        # The throwaway uid cannot run this interpreter (say, one installed under /root): the
+        # kernel keeps uid 0 without a capability. Only Landlock 6 then keeps it from signalling
+        # the grader and its neighbours, which share that uid.
+        box = dataclasses.replace(box, own_uid=False)
+        second = _probe(box)
+        if second is None:
+            return box
+        reason = f"{reason}; as uid 0 without capabilities: {second}"
+    return reason
+
+
+def _candidate(mode: str) -> Sandbox | str:
+    """The strongest sandbox of this mode the machine offers, not yet probed; or why none."""
     seccomp = seccomp_filter() is not None
     abi = landlock_abi()
     if mode == "bwrap":
@@ -559,19 +580,7 @@ def _available(mode: str) -> Sandbox | str:
         box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp)
     if not seccomp:
         return "no seccomp filter for this architecture"
-    reason = _probe(box)
-    if reason is None:
-        return box
-    if box.mode == "landlock" and os.geteuid() == 0 and abi >= 6:
-        # The throwaway uid cannot run this interpreter (say, one installed under /root): the
-        # kernel keeps uid 0 without a capability. Only Landlock 6 then keeps it from signalling
-        # the grader and its neighbours, which share that uid.
-        box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp, own_uid=False)
-        second = _probe(box)
-        if second is None:
-            return box
-        reason = f"{reason}; as uid 0 without capabilities: {second}"
-    return reason
+    return box
 
 
 @functools.cache
@@ -611,14 +620,18 @@ def choose_sandbox(requested: str, hide: Iterable[Path] = (),
     for mode in ("bwrap", "landlock"):
         if requested not in ("auto", mode):
             continue
-        found = _available(mode)
+        found = _candidate(mode)
         if isinstance(found, Sandbox) and kernel_start != "fresh":
+            # A forked kernel's probe checks all a fresh one's does, and more: when it holds,
+            # the fresh path need not be probed (a process start fewer for every run).
             forked = _forked(found)
             if isinstance(forked, Sandbox):
                 found = forked
             elif kernel_start == "fork":
                 raise SandboxUnavailable(f"--kernel-start fork cannot be used here: {forked}; "
                                          "--kernel-start fresh starts each kernel afresh")
+        if not (isinstance(found, Sandbox) and found.fork):
+            found = _available(mode)
         if isinstance(found, Sandbox):
             found = dataclasses.replace(found, fair_shares=cgroups.cpu_shares())
             found.check_hidden(hide)

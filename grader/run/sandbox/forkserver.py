@@ -1,7 +1,8 @@
 """The fork server: one trusted interpreter that has imported ipykernel and numpy, and forks a
 kernel for each request, which confines itself before a line of the student's code runs.
 
-    python -c SOURCE LAUNCHER_SOURCE
+    python -c SOURCE LAUNCHER_SOURCE CONFIG      (CONFIG: {"pivot_root": its syscall number,
+                                                  "folder": the server's folder})
 
 It runs as root, outside any sandbox, and never runs a student's code: it only reads requests
 from the grader on stdin (one JSON object a line) and answers on stdout. It has no thread but
@@ -10,14 +11,15 @@ of a child), so that a fork copies no lock held by another thread and no connect
 child is a fresh copy of the clean server: whatever a kernel changes in its modules dies with it.
 
 A request {"op": "spawn", "id", "bwrap", "root", "uid", "cgroups", "rlimits", "env", "launcher",
-"pivot_root", "output", "argv"} makes two processes. The first joins the kernel's cgroups,
-unshares the mount, PID, network, IPC, UTS and cgroup namespaces, and waits for the second,
-PID 1 of the new PID namespace: it builds the kernel's filesystem by carrying out the
-bubblewrap options "bwrap" (the very options that start a kernel with bubblewrap) on a fresh
-tmpfs mounted on "root", pivots into it, and forks the kernel (PID 2), which drops every
+"output", "argv"} makes three processes. The first joins the kernel's cgroups, unshares the
+mount, PID, network, IPC, UTS and cgroup namespaces, and waits for the second, PID 1 of the new
+PID namespace, which builds the kernel's filesystem by carrying out the bubblewrap options
+"bwrap" (the very options that start a fresh kernel with bubblewrap) on a fresh tmpfs mounted
+on "root", pivots into it, forks the kernel (PID 2) and waits for it. The kernel drops every
 capability for good and changes to "uid", sets its rlimits and environment, applies the
 launcher's Landlock ruleset and seccomp filter, then runs "argv" (`-m ipykernel_launcher -f
-CONNECTION_FILE`, or `-c CODE` for a probe). The kernel's end ends its namespace.
+CONNECTION_FILE`, or `-c CODE` for a probe) with stdout and stderr to "output" (null: nowhere).
+The kernel's end ends its namespace.
 {"op": "signal", "id", "signal"} signals a child's first process, which answers SIGTERM by
 killing the kernel's namespace and waiting for its end. The answers: {"id", "pid"}
 once forked, {"id", "error"} when not, {"id", "exit"} when the child ended (a status as
@@ -248,7 +250,7 @@ def exit_code(run):
         code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:
         with contextlib.suppress(Exception):
-            sys.stderr.write(f"cannot confine the kernel: {type(exc).__name__}: {exc}\n")
+            sys.stderr.write(f"the forked process failed: {type(exc).__name__}: {exc}\n")
         code = 70
     atexit._run_exitfuncs()
     with contextlib.suppress(Exception):
