@@ -169,6 +169,21 @@ def test_the_server_forks_with_one_thread_and_no_socket(forked, private_tmp):
     assert all(fd.startswith("pipe:") or fd.endswith("server.log") for fd in fds), fds
 
 
+def test_a_server_with_a_second_thread_refuses_to_fork(private_tmp):
+    # numpy's BLAS starts a thread pool on import when allowed more than one thread.
+    def threaded(marker: str) -> list[str]:
+        return [*sandbox.ForkedKernelManager.server_environment(marker),
+                "OPENBLAS_NUM_THREADS=4", "OMP_NUM_THREADS=4"]
+
+    server = forking.ForkServer(threaded)
+    try:
+        assert len(os.listdir(f"/proc/{server.pid}/task")) > 1
+        with pytest.raises(forking.ForkServerFailed, match=r"would fork with \d+ threads"):
+            server.spawn({"argv": ["-c", "pass"]})
+    finally:
+        server.close()
+
+
 def test_a_forked_kernel_that_dies_or_hangs_is_ended_and_cleaned_up(forked, private_tmp):
     async def run() -> tuple[int | None, bool, list[int]]:
         async with Kernel(forked) as dying:

@@ -89,15 +89,15 @@ class ForkServer:
     """The trusted process that forks kernels; its requests and answers go through pipes."""
 
     def __init__(self, environment: Callable[[str], list[str]]) -> None:
+        numbers = syscall_numbers()
+        if numbers is None:
+            raise ForkServerFailed("no system call numbers for this architecture")
         self.folder = scratch_dir("forkserver")
         self.root = self.folder / "root"  # where each child mounts its filesystem's tmpfs
         self.root.mkdir()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._children: dict[int, ForkedProcess] = {}
-        numbers = syscall_numbers()
-        if numbers is None:
-            raise ForkServerFailed("no system call numbers for this architecture")
         self.marker = kernel_marker(self.folder)
         log = open(self.folder / "server.log", "wb")  # noqa: SIM115 - closed once passed on
         config = json.dumps({"pivot_root": numbers["pivot_root"], "folder": str(self.folder)})
@@ -132,8 +132,11 @@ class ForkServer:
         with self._lock:
             ident = next(self._ids)
             child = self._children[ident] = ForkedProcess(self, ident)
-            self._send({**request, "op": "spawn", "id": ident,
-                        "root": str(self.root)})
+            try:
+                self._send({**request, "op": "spawn", "id": ident, "root": str(self.root)})
+            except (OSError, ValueError) as exc:  # the server is gone
+                self._children.pop(ident, None)
+                raise ForkServerFailed(f"the fork server stopped: {exc}") from exc
         if not child.forked.wait(_REPLY_TIMEOUT_S):
             raise ForkServerFailed("the fork server did not answer")
         if child.error is not None:
@@ -162,6 +165,7 @@ class ForkServer:
                 child.pid = message["pid"]
                 child.forked.set()
             elif "error" in message:
+                self._children.pop(child.ident, None)
                 child.error = str(message["error"])
                 child._finish(-1)
             elif "exit" in message:

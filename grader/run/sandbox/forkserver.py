@@ -294,6 +294,8 @@ def namespace_init(request, pipe, last_cap):
 
 def become_kernel(request, settings, last_cap):
     """PID 2: confine this process for good, then run the request's argv."""
+    if not isinstance(request["uid"], int) or request["uid"] <= 0:
+        raise Refused("a forked kernel needs a uid of its own, not root's")
     drop_privileges(request["uid"], last_cap)
     # A change of uid makes the process undumpable (its /proc entries root's), which a kernel
     # started by exec is not; and it clears the parent-death signal.
