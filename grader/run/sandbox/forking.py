@@ -64,12 +64,14 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        """Signal the kernel; SIGKILL and SIGTERM end it and everything it started, and the
-        process is seen to end only once all of them are gone."""
-        if signum == signal.SIGKILL:
-            signum = signal.SIGTERM  # to the first process, which kills the kernel, then waits
+        """End the kernel and everything it started (SIGKILL, SIGTERM); the process is seen to
+        end only once all of them are gone. A forked kernel is interrupted by message, so no
+        other signal is passed on."""
+        if signum not in (signal.SIGKILL, signal.SIGTERM):
+            raise ValueError(f"a forked kernel is interrupted by message, not by signal {signum}")
         if self.returncode is None:
-            self._server.signal(self.ident, signum)
+            # To the first process, which kills the kernel's namespace, then waits for its end.
+            self._server.signal(self.ident, signal.SIGTERM)
 
     def kill(self) -> None:
         """End the kernel and everything it started."""

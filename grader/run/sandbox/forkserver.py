@@ -339,6 +339,7 @@ def first_process(request, server):
     for number in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as every interpreter starts
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the kernel is interrupted by message
     output = os.open(request["output"] or "/dev/null",
                      os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     null = os.open("/dev/null", os.O_RDONLY)
