@@ -31,7 +31,7 @@ from grader.outputs.terminal import print_report
 from grader.report import Report
 from grader.run.sandbox import choose_sandbox
 from grader.service.commands import add_commands as add_server_commands
-from grader.settings import SANDBOXES, Limits, default, help_text
+from grader.settings import KERNEL_STARTS, SANDBOXES, Limits, default, help_text
 from grader.spec import AssignmentSpec, find_spec
 
 _COURSE_HELP = ("folder holding assignments/ (and solutions/, the answer key, for a full "
@@ -51,6 +51,8 @@ def _add_grading_options(p: argparse.ArgumentParser, one_notebook: bool) -> None
                    help=f"{help_text('call_timeout_s')} (default: the spec's)")
     p.add_argument("--sandbox", choices=SANDBOXES, default=default("sandbox"),
                    help=help_text("sandbox"))
+    p.add_argument("--kernel-start", choices=KERNEL_STARTS, default=default("kernel_start"),
+                   help=help_text("kernel_start"))
     p.add_argument("--memory", type=_limit("memory_bytes"), metavar="MIB",
                    help=f"{help_text('memory_bytes')}, MiB "
                         f"(default {default('memory_bytes') >> 20})")
@@ -71,6 +73,7 @@ def _limits(args: argparse.Namespace, spec: AssignmentSpec) -> Limits:
     """The limits the grading options ask for (the sandbox as requested, not yet chosen)."""
     mib = 1 << 20
     return limits_for(spec, args.cell_timeout, args.call_timeout, sandbox=args.sandbox,
+                      kernel_start=args.kernel_start,
                       memory_bytes=args.memory and args.memory * mib, cpu_s=args.cpu_time,
                       file_bytes=args.file_size and args.file_size * mib,
                       processes=args.processes, output_bytes=args.output_limit,
@@ -360,7 +363,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else fresh_seed()
     limits = _limits(args, spec)
     # Chosen here, once, and checked to hide the answer key (and a spec not published).
-    box = choose_sandbox(limits.sandbox, hide=secret_paths(spec))
+    box = choose_sandbox(limits.sandbox, hide=secret_paths(spec),
+                         kernel_start=limits.kernel_start)
     try:
         report = asyncio.run(grade_notebook(args.notebook, spec, seed, limits,
                                             km_factory=box.factory(limits), sandbox=box.name,

@@ -78,7 +78,8 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     # The spec's own slips stop here, named as the spec's, before any kernel starts.
     verify(spec, public)
     if km_factory is None:
-        box = choose_sandbox(limits.sandbox, hide=secret_paths(spec))
+        box = choose_sandbox(limits.sandbox, hide=secret_paths(spec),
+                             kernel_start=limits.kernel_start)
         km_factory, sandbox = box.factory(limits), box.name
     common = dict(assignment=spec.name, submission=path.name, seed=seed,
                   grader_version=__version__, max_score=spec.max_score, sandbox=sandbox,

@@ -12,6 +12,9 @@ from grader.spec import Timeouts
 # work on this machine (bwrap+landlock+seccomp, say), which the reports name.
 SandboxRequest = Literal["auto", "bwrap", "landlock", "none"]
 SANDBOXES: tuple[str, ...] = get_args(SandboxRequest)
+# How kernels start: forked from a fork server, or each afresh (grader.run.sandbox).
+KernelStart = Literal["auto", "fork", "fresh"]
+KERNEL_STARTS: tuple[str, ...] = get_args(KernelStart)
 _DEFAULT_TIMEOUTS = Timeouts()
 
 
@@ -49,6 +52,13 @@ class Limits(BaseModel):
         "(Landlock and seccomp, for machines without user namespaces), none (limits only: for "
         "trusted notebooks, a kernel can read the answer key), or auto (default): the "
         "strongest that works here, and an error when none does")
+    kernel_start: KernelStart = Field(
+        "auto", description="how kernels start: fork (forked from a server that imported "
+        "ipykernel and numpy once, each then entering the same namespaces, filesystem, uid "
+        "and limits as a fresh one; needs the bwrap sandbox and root), fresh (a new "
+        "interpreter for each kernel), or auto (default): fork where a forked kernel passes "
+        "the sandbox's probe, else fresh; the report's sandbox field says which "
+        "(fork+bwrap+...)")
     memory_bytes: int = _positive("address space of a kernel", 2 << 30)
     cpu_s: float = _positive("CPU seconds of a kernel", 300.0)
     file_bytes: int = _positive("largest file a kernel may write", 64 << 20)

@@ -2,8 +2,9 @@
 submission reaches another's files or kernel, that nothing a kernel leaves breaks a later run,
 that a course the kernels could read is refused, and that a kernel gets its fair CPU share.
 
-Both confining sandboxes are tried (bwrap, and landlock, the fallback without user namespaces);
-a machine that cannot run one of them fails those tests.
+Both confining sandboxes are tried (bwrap, its kernels started afresh and forked from the fork
+server, and landlock, the fallback without user namespaces); a machine that cannot run one of
+them fails those tests.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ from grader.report import Report
 from grader.run import processes, sandbox
 from grader.run.observe import observe
 from grader.run.processes import remove_scratch, scratch_dir, sweep_scratch
-from grader.run.sandbox import cgroups, choose_sandbox, sweep_leftovers
+from grader.run.sandbox import cgroups, choose_sandbox, forking, sweep_leftovers
 from grader.run.sandbox.confinement import syscall_numbers
 from grader.settings import Limits
 from grader.spec import AssignmentSpec, find_spec
 from tests.notebooks import CORRECT, ROOT, submission
 
 GRADER = str(Path(sys.executable).parent / "grader")
-CONFINING = {"bwrap": "bwrap+landlock+seccomp", "landlock": "landlock+seccomp"}
+CONFINING = {"bwrap": "bwrap+landlock+seccomp", "fork": "fork+bwrap+landlock+seccomp",
+             "landlock": "landlock+seccomp"}
+# What each mode asks for: the sandbox, and how its kernels start.
+REQUEST = {"bwrap": ("bwrap", "fresh"), "fork": ("bwrap", "fork"),
+           "landlock": ("landlock", "fresh")}
 confining = pytest.mark.parametrize("mode", list(CONFINING))
 
 
@@ -50,6 +55,7 @@ def private_tmp(monkeypatch) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="gs-", dir="/tmp"))
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     yield folder
+    forking.shutdown_fork_server()  # were one started, its folder is in this one
     remove_tree(folder)
 
 
@@ -70,13 +76,18 @@ def _stolen(report: Report, functions: Sequence[str]) -> list[str]:
 def _grade_together(paths: Sequence[Path], spec: AssignmentSpec, mode: str,
                     **overrides) -> list[Report]:
     """Grade notebooks at the same time, one kernel each, in the sandbox `mode`."""
-    limits = limits_for(spec, overrides.pop("cell_timeout", 20.0), 2.0, sandbox=mode,
-                        **overrides)
+    box, start = REQUEST.get(mode, (mode, "fresh"))
+    limits = limits_for(spec, overrides.pop("cell_timeout", 20.0), 2.0, sandbox=box,
+                        kernel_start=start, **overrides)
 
     async def run() -> list[Report]:
         return await asyncio.gather(*(grade_notebook(p, spec, 7, limits) for p in paths))
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    finally:
+        # The process's fork server (forked kernels) keeps its folder until it ends.
+        forking.shutdown_fork_server()
 
 
 # --- the layers inside the kernel's process ---------------------------------------------------
@@ -155,7 +166,9 @@ print(json.dumps(seen))
 
 def _confined_run(mode: str, code: str) -> dict[str, str]:
     """Run `code` the way a kernel of `mode` runs, and return what it printed (JSON)."""
-    box = choose_sandbox(mode)
+    requested, start = REQUEST.get(mode, (mode, "fresh"))
+    box = choose_sandbox(requested, kernel_start=start)
+    assert box.name == CONFINING.get(mode, "none")
     runtime = scratch_dir("run")
     try:
         (runtime / "work").mkdir()
@@ -164,11 +177,16 @@ def _confined_run(mode: str, code: str) -> dict[str, str]:
         head = (f"NUMBERS = {syscall_numbers()!r}\nGRADER_PID = {os.getpid()}\n"
                 f"SOLUTION = {str(ROOT / 'solutions' / 'derivative_calculation.ipynb')!r}\n"
                 f"CONNECTION = {km.connection_file!r}\n")
-        args = [*km.python_args[:-2], "-c", head + code] if mode != "none" else ["-c", head + code]
-        done = subprocess.run(km.command(*args), capture_output=True, text=True, timeout=60,
-                              check=False)
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        if isinstance(km, sandbox.ForkedKernelManager):
+            returncode, stdout, stderr = sandbox._run_forked(km, head + code, runtime / "out")
+        else:
+            args = ([*km.python_args[:-2], "-c", head + code] if mode != "none"
+                    else ["-c", head + code])
+            done = subprocess.run(km.command(*args), capture_output=True, text=True, timeout=60,
+                                  check=False)
+            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+        assert returncode == 0, stderr
+        return json.loads(stdout.strip().splitlines()[-1])
     finally:
         remove_scratch(runtime)
 
@@ -540,7 +558,7 @@ def test_an_out_folder_or_gradebook_the_kernels_could_read_is_refused(tmp_path, 
 def test_the_spec_and_answer_key_of_this_checkout_stay_hidden():
     spec = find_spec("derivative_calculation")
     for mode in CONFINING:
-        box = choose_sandbox(mode)
+        box = choose_sandbox(REQUEST[mode][0], kernel_start=REQUEST[mode][1])
         box.check_hidden([spec.source, spec.reference_path])
         assert not any(Path(ROOT).resolve() == p or p in Path(ROOT).resolve().parents
                        for p in box.readable())
@@ -608,7 +626,9 @@ def test_a_submission_that_cannot_be_copied_leaves_no_folder_and_no_lock(private
     with pytest.raises(FileNotFoundError):
         asyncio.run(observe(nb, [], limits, choose_sandbox("none").factory(limits),
                             submission=private_tmp / "gone.ipynb"))
-    assert not any(pid == os.getpid() for pid, _ in processes._runs)
+    # No run of this test's temp folder stays open (a fork server of an earlier test may keep
+    # one open in another).
+    assert (os.getpid(), private_tmp) not in processes._runs
     assert [p.name for p in private_tmp.iterdir()] == []
 
 

@@ -2,8 +2,9 @@
 
 Where an attack is judged by the credit it earns, the same notebook is also graded without a
 sandbox when that shows the attack would have worked, so a passing test means "stopped". Each
-attack on the sandbox is tried in both confining sandboxes (bwrap, and landlock, the fallback
-where user namespaces are missing); a machine that cannot run one fails those tests.
+attack on the sandbox is tried in both confining sandboxes (bwrap, its kernels started afresh and
+forked from the fork server, and landlock, the fallback where user namespaces are missing); a
+machine that cannot run one fails those tests.
 """
 
 from __future__ import annotations
@@ -29,20 +30,31 @@ from grader.grade import grade_notebook, limits_for
 from grader.report import Report, TestStatus
 from grader.run import processes
 from grader.run import sandbox as sandbox_module
-from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox
+from grader.run.sandbox import SandboxUnavailable, cgroups, choose_sandbox, forking
 from grader.spec import AssignmentSpec
 from tests.notebooks import ROOT, SOLUTION, submission
 
 GRADER = [str(Path(sys.executable).parent / "grader")]
 # The confining sandboxes, and the layers each must bring on a Linux of today.
-CONFINING = {"bwrap": "bwrap+landlock+seccomp", "landlock": "landlock+seccomp"}
+CONFINING = {"bwrap": "bwrap+landlock+seccomp", "fork": "fork+bwrap+landlock+seccomp",
+             "landlock": "landlock+seccomp"}
+# What each mode asks for: the sandbox, and how its kernels start.
+REQUEST = {"bwrap": ("bwrap", "fresh"), "fork": ("bwrap", "fork"),
+           "landlock": ("landlock", "fresh")}
 confining = pytest.mark.parametrize("mode", list(CONFINING))
 
 
 def _grade(spec: AssignmentSpec, path: Path, sandbox: str = "bwrap", **overrides) -> Report:
+    """Grade in the sandbox a mode of CONFINING asks for, or in `sandbox` (auto, none)."""
+    box, start = REQUEST.get(sandbox, (sandbox, "auto"))
     limits = limits_for(spec, overrides.pop("cell_timeout", 5.0),
-                        overrides.pop("call_timeout", 2.0), sandbox=sandbox, **overrides)
-    return asyncio.run(grade_notebook(path, spec, 7, limits))
+                        overrides.pop("call_timeout", 2.0), sandbox=box, kernel_start=start,
+                        **overrides)
+    try:
+        return asyncio.run(grade_notebook(path, spec, 7, limits))
+    finally:
+        # The process's fork server (forked kernels) keeps its folder until it ends.
+        forking.shutdown_fork_server()
 
 
 def _scores(report: Report) -> dict[str, float]:
@@ -79,6 +91,7 @@ def private_tmp(monkeypatch) -> Iterator[Path]:
     folder = _short_private_folder()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     yield folder
+    forking.shutdown_fork_server()  # were one started, its folder is in this one
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -103,7 +116,8 @@ def fresh_choice():
 
 def test_auto_uses_bubblewrap_landlock_and_seccomp_and_the_report_says_so(spec, fresh_choice):
     report = _grade(spec, SOLUTION, sandbox="auto")
-    assert report.sandbox == "bwrap+landlock+seccomp"
+    # As root, kernels are forked from the fork server, in the same sandbox.
+    assert report.sandbox == ("fork+" * (os.geteuid() == 0)) + "bwrap+landlock+seccomp"
     assert report.score == report.max_score
 
 
@@ -484,7 +498,8 @@ def test_a_class_with_hostile_submissions_grades_the_honest_ones_and_leaves_no_t
     private_tmp = _short_private_folder()
 
     done = subprocess.run([*GRADER, "grade", str(source), "--out", str(out), "--assignment",
-                           "derivative_calculation", "--sandbox", mode, "--cell-timeout", "5",
+                           "derivative_calculation", "--sandbox", REQUEST[mode][0],
+                           "--kernel-start", REQUEST[mode][1], "--cell-timeout", "5",
                            "--call-timeout", "2", "-j", "2"],
                           capture_output=True, text=True, check=False, cwd=tmp_path,
                           env={**os.environ, "TMPDIR": str(private_tmp)})

@@ -272,7 +272,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
     if km_factory is None:
         # Chosen before any stored report is reused: the sandbox a report was graded in is part
         # of what it was computed from.
-        box = choose_sandbox(limits.sandbox, hide=hidden)
+        box = choose_sandbox(limits.sandbox, hide=hidden, kernel_start=limits.kernel_start)
         km_factory, sandbox, fair_shares = box.factory(limits), box.name, box.fair_shares
     run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox,
                    fair_shares=fair_shares)

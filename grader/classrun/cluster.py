@@ -168,7 +168,8 @@ class CoursePlugin(WorkerPlugin):
         reference_namespace(spec)  # a broken copy fails here, not once per student
         # The worker's own folder holds the course and the submissions; the coordinator's
         # paths are hidden too, for a worker that shares its machine.
-        box = choose_sandbox(limits.sandbox, hide=(private, *map(Path, self.hide)))
+        box = choose_sandbox(limits.sandbox, hide=(private, *map(Path, self.hide)),
+                             kernel_start=limits.kernel_start)
         self.warnings = sweep_leftovers()
         submissions = self.folder / "submissions"
         submissions.mkdir()

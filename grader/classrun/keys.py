@@ -53,8 +53,9 @@ def grading_settings(limits: Limits, sandbox: str) -> str:
     a verdict, as canonical JSON: the limits, the sandbox's layers, the mode and the library
     versions. A stored report is reused only while they are the same."""
     settings = {
-        # The sandbox asked for (auto, say) matters only through the one it chose.
-        "limits": limits.model_dump(exclude={"sandbox"}),
+        # The sandbox and kernel start asked for (auto, say) matter only through the sandbox
+        # chosen, whose name says both.
+        "limits": limits.model_dump(exclude={"sandbox", "kernel_start"}),
         "sandbox": sandbox,
         # A class is always graded against the answer key: grade_class refuses to start
         # without the reference notebook.

@@ -81,7 +81,8 @@ def results_for(platform: Platform, root: Path, course: Path, assignment: str, s
         notebook = the_notebook(root / platform.submission)
         spec = find_spec(assignment, course)
         limits = limits_for(spec, sandbox=sandbox)
-        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path))
+        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path),
+                             kernel_start=limits.kernel_start)
         report = asyncio.run(grade_notebook(notebook, spec, fresh_seed(), limits,
                                             km_factory=box.factory(limits), sandbox=box.name))
         return platform.graded(report, hidden)

@@ -21,6 +21,12 @@ and a scrubbed environment, and every kernel is interrupted with a message on it
 channel, because a signal sent to a wrapper process would not reach it.
 Nothing is chosen silently: `auto` takes the strongest sandbox that works here and stops with
 an error when none hides the course.
+
+Kernels start afresh (an interpreter per kernel) or, in the bwrap sandbox as root, are forked
+from a fork server that imported ipykernel and numpy once (forking.py, forkserver.py): each
+forked kernel builds the same namespaces and filesystem from the same bubblewrap options, drops
+to the same throwaway uid and applies the same limits and launcher layers; reports name it
+`fork+bwrap+landlock+seccomp`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +68,13 @@ from grader.run.sandbox.confinement import (
     seccomp_filter,
     syscall_numbers,
 )
+from grader.run.sandbox.forking import (
+    ForkProvisioner,
+    ForkServerFailed,
+    fork_server,
+)
 from grader.run.session import GraderKernelManager, KernelManagerFactory
-from grader.settings import SANDBOXES, Limits
+from grader.settings import KERNEL_STARTS, SANDBOXES, Limits
 
 HOME, TMP = "/home/student", "/var/tmp"  # inside bubblewrap
 # Throwaway uids for kernels, far above the ranges distributions hand out (users, subuids).
@@ -147,6 +159,37 @@ class ConfinedKernelManager(GraderKernelManager):
         # A scan of /proc and cgroups that take a while to empty: not on the event loop, where
         # the deadlines of the kernels graded beside this one run.
         await asyncio.to_thread(_kill_leftovers, self.kernel_uid, self.marker, groups)
+
+
+class ForkedKernelManager(ConfinedKernelManager):
+    """A confined kernel forked from the fork server rather than started afresh: the same
+    bubblewrap options, uid, cgroups, rlimits, environment and launcher layers."""
+
+    bwrap_options = List(Unicode())
+    rlimits = Dict(value_trait=Integer())
+    launcher_config = Dict()
+
+    def fork_request(self, argv: list[str] | None = None,
+                     output: str | None = None) -> dict[str, Any]:
+        """What the server needs to fork this kernel (see forkserver.py); `argv` and `output`
+        (a file for its stdout and stderr) for a probe."""
+        return {"bwrap": list(self.bwrap_options), "uid": self.kernel_uid,
+                "cgroups": sorted(set(self.groups.values())), "rlimits": dict(self.rlimits),
+                "env": list(self.kernel_env), "launcher": dict(self.launcher_config),
+                "output": output,
+                "argv": argv or ["-m", "ipykernel_launcher", "-f", self.connection_file]}
+
+    @staticmethod
+    def server_environment(marker: str) -> list[str]:
+        """The fork server's environment: a kernel's, which is what numpy reads on import."""
+        return _environment(HOME, TMP, marker)
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+        if self.provisioner is None:
+            self.kernel_id = self.kernel_id or kw.pop("kernel_id", str(uuid.uuid4()))
+            self.provisioner = ForkProvisioner(kernel_id=self.kernel_id,
+                                               kernel_spec=self.kernel_spec, parent=self)
+        return await super()._async_pre_start_kernel(**kw)
 
 
 def _kill_leftovers(uid: int, marker: str, groups: set[str]) -> None:
@@ -256,14 +299,20 @@ def _setpriv(uid: int) -> list[str]:
             "--no-new-privs", "--"]
 
 
-def _prlimit(limits: Limits) -> list[str]:
-    argv = ["prlimit", f"--as={limits.memory_bytes}", f"--cpu={math.ceil(limits.cpu_s)}",
-            f"--fsize={limits.file_bytes}", "--core=0"]
+def _rlimits(limits: Limits) -> dict[str, int]:
+    """A kernel's rlimits, by name (RLIMIT_<name>)."""
+    found = {"AS": limits.memory_bytes, "CPU": math.ceil(limits.cpu_s),
+             "FSIZE": limits.file_bytes, "CORE": 0}
     # RLIMIT_NPROC counts every process of the uid, so it only means "this kernel's processes"
     # under a uid of its own; for a shared uid it would count the grader's processes too.
     if os.geteuid() == 0:
-        argv.append(f"--nproc={limits.processes}")
-    return [*argv, "--"]
+        found["NPROC"] = limits.processes
+    return found
+
+
+def _prlimit(limits: Limits) -> list[str]:
+    return ["prlimit", *(f"--{name.lower()}={value}"
+                         for name, value in _rlimits(limits).items()), "--"]
 
 
 def _environment(home: str, tmp: str, marker: str) -> list[str]:
@@ -298,11 +347,14 @@ class Sandbox:
     # capability, held by Landlock alone; only where the interpreter is out of other uids' reach).
     own_uid: bool = True
     fair_shares: bool = True
+    # Kernels forked from the fork server (bwrap only), rather than each started afresh.
+    fork: bool = False
 
     @property
     def name(self) -> str:
-        """The layers, strongest first: bwrap+landlock+seccomp, landlock+seccomp, none."""
-        layers = [self.mode] if self.mode == "bwrap" else []
+        """The layers, strongest first: bwrap+landlock+seccomp, landlock+seccomp, none; forked
+        kernels add fork+ before them."""
+        layers = ["fork"] * self.fork + ([self.mode] if self.mode == "bwrap" else [])
         layers += ["landlock"] * (self.landlock_abi > 0) + ["seccomp"] * self.seccomp
         return "+".join(layers) or "none"
 
@@ -367,6 +419,7 @@ def _confined_manager(box: Sandbox, limits: Limits, runtime: Path,
     ipc = _private(runtime, "ipc-", uid)
     python_args = ["-m", "ipykernel_launcher"]
     wrapper: list[str] = []
+    config: dict[str, Any] = {}
     if box.mode == "bwrap":
         assert box.bwrap is not None
         wrapper = bwrap_argv(box.bwrap, ipc, workdir, limits, uid)
@@ -389,11 +442,17 @@ def _confined_manager(box: Sandbox, limits: Limits, runtime: Path,
         }
         python_args = ["-c", LAUNCHER_SOURCE, json.dumps(config), *python_args]
     wrapper += _prlimit(limits)
-    return ConfinedKernelManager(
+    common: dict[str, Any] = dict(
         kernel_name="python3", transport="ipc", ip=str(ipc / "kernel"),
         connection_file=str(ipc / "kernel.json"), wrapper=wrapper, python_args=python_args,
         kernel_env=_environment(home, tmp, marker), kernel_uid=uid, marker=marker,
         memory_bytes=limits.memory_bytes, processes=limits.processes)
+    if box.fork:
+        # The options bubblewrap would get, before its command (setpriv's work is the server's).
+        options = wrapper[1:wrapper.index("--")]
+        return ForkedKernelManager(**common, bwrap_options=options, rlimits=_rlimits(limits),
+                                   launcher_config=config)
+    return ConfinedKernelManager(**common)
 
 
 # --- choosing ---------------------------------------------------------------------------------
@@ -418,6 +477,10 @@ libc.syscall.restype = ctypes.c_long
 found = libc.syscall(ctypes.c_long(KEYCTL), ctypes.c_long(0), ctypes.c_long(-3),
                      ctypes.c_long(0))
 seen["keyctl_errno"] = ctypes.get_errno() if found < 0 else 0
+seen["pid"] = os.readlink("/proc/self/ns/pid")
+seen["uid"] = os.getuid()
+with open("/proc/self/status") as status:
+    seen["caps"] = [int(line.split()[1], 16) for line in status if line.startswith("Cap")]
 print(json.dumps(seen))
 """
 
@@ -433,24 +496,32 @@ def _probe(box: Sandbox) -> str | None:
     if numbers is None:
         return "no seccomp filter for this architecture"
     runtime = scratch_dir("probe")
+    code = f"KEYCTL = {numbers['keyctl']}\n{_PROBE}"
     try:
         (runtime / "work").mkdir()
         km = _confined_manager(box, Limits(), runtime, runtime / "work")
-        argv = km.command(*km.python_args[:-2], "-c", f"KEYCTL = {numbers['keyctl']}\n{_PROBE}")
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        if isinstance(km, ForkedKernelManager):
+            returncode, stdout, stderr = _run_forked(km, code, runtime / "probe.out")
+        else:
+            argv = km.command(*km.python_args[:-2], "-c", code)
+            done = subprocess.run(argv, capture_output=True, text=True,
+                                  timeout=_PROBE_TIMEOUT_S, check=False)
+            returncode, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except (OSError, subprocess.TimeoutExpired, ForkServerFailed) as exc:
         return str(exc)
     finally:
         remove_scratch(runtime)
-    if done.returncode != 0:
-        return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    if returncode != 0:
+        return (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
     try:
-        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        seen = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return f"the probe said {done.stdout.strip()[-200:]!r}"
+        return f"the probe said {stdout.strip()[-200:]!r}"
     if box.mode == "bwrap" and seen["net"] == os.readlink("/proc/self/ns/net"):
         return "the kernel would share the grader's network"
+    if box.fork and (seen["pid"] == os.readlink("/proc/self/ns/pid") or any(seen["caps"])
+                     or seen["uid"] == 0):
+        return "the forked kernel kept the grader's PIDs, a capability or uid 0"
     if box.landlock_abi and seen["root_listed"]:
         return "Landlock did not hold (the kernel could list /)"
     if seen["inet"] or seen["keyctl_errno"] != 1:  # EPERM
@@ -458,9 +529,41 @@ def _probe(box: Sandbox) -> str | None:
     return None
 
 
+def _run_forked(km: ForkedKernelManager, code: str, output: Path) -> tuple[int, str, str]:
+    """Run `code` as a forked kernel of `km` would run: its exit status and output (stdout and
+    stderr together, in both places)."""
+    child = fork_server(km.server_environment).spawn(km.fork_request(["-c", code], str(output)))
+    if child.wait(_PROBE_TIMEOUT_S) is None:
+        child.kill()
+        raise ForkServerFailed("the probe of a forked kernel did not end")
+    text = output.read_text(errors="replace") if output.exists() else ""
+    return child.returncode or 0, text, text
+
+
 @functools.cache
 def _available(mode: str) -> Sandbox | str:
     """The strongest sandbox of this mode that works here, or why none does."""
+    box = _candidate(mode)
+    if isinstance(box, str):
+        return box
+    reason = _probe(box)
+    if reason is None:
+        return box
+    abi = box.landlock_abi
+    if box.mode == "landlock" and os.geteuid() == 0 and abi >= 6:
+        # The throwaway uid cannot run this interpreter (say, one installed under /root): the
+        # kernel keeps uid 0 without a capability. Only Landlock 6 then keeps it from signalling
+        # the grader and its neighbours, which share that uid.
+        box = dataclasses.replace(box, own_uid=False)
+        second = _probe(box)
+        if second is None:
+            return box
+        reason = f"{reason}; as uid 0 without capabilities: {second}"
+    return reason
+
+
+def _candidate(mode: str) -> Sandbox | str:
+    """The strongest sandbox of this mode the machine offers, not yet probed; or why none."""
     seccomp = seccomp_filter() is not None
     abi = landlock_abi()
     if mode == "bwrap":
@@ -477,37 +580,58 @@ def _available(mode: str) -> Sandbox | str:
         box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp)
     if not seccomp:
         return "no seccomp filter for this architecture"
-    reason = _probe(box)
-    if reason is None:
-        return box
-    if box.mode == "landlock" and os.geteuid() == 0 and abi >= 6:
-        # The throwaway uid cannot run this interpreter (say, one installed under /root): the
-        # kernel keeps uid 0 without a capability. Only Landlock 6 then keeps it from signalling
-        # the grader and its neighbours, which share that uid.
-        box = Sandbox("landlock", landlock_abi=abi, seccomp=seccomp, own_uid=False)
-        second = _probe(box)
-        if second is None:
-            return box
-        reason = f"{reason}; as uid 0 without capabilities: {second}"
-    return reason
+    return box
 
 
-def choose_sandbox(requested: str, hide: Iterable[Path] = ()) -> Sandbox:
+@functools.cache
+def _forked(box: Sandbox) -> Sandbox | str:
+    """`box` with kernels forked from the fork server, or why that would not confine them as
+    `box` does."""
+    if box.mode != "bwrap":
+        return f"only the bwrap sandbox forks its kernels, not {box.mode}"
+    if os.geteuid() != 0 or not box.own_uid:
+        return "forked kernels need root, to give each kernel its namespaces and a uid of its own"
+    forked = dataclasses.replace(box, fork=True)
+    reason = _probe(forked)
+    return forked if reason is None else f"a forked kernel failed its probe: {reason}"
+
+
+def choose_sandbox(requested: str, hide: Iterable[Path] = (),
+                   kernel_start: str = "auto") -> Sandbox:
     """The sandbox to use for `requested` (auto: the strongest that works here); it must hide
     every path of `hide` (the answer key, the spec, the gradebook, OUT) from the kernels.
+    `kernel_start` fork forks kernels from the fork server, fresh starts each afresh, auto
+    forks them where that confines them as the fresh path does.
 
     Raises SandboxUnavailable when no sandbox of the kind asked for works, naming
-    `--sandbox none`, which confines nothing, for trusted notebooks.
+    `--sandbox none`, which confines nothing, for trusted notebooks; and when fork was asked
+    for and cannot confine the kernels as well.
     """
     if requested not in SANDBOXES:
         raise SandboxUnavailable(f"unknown sandbox {requested!r}; choose one of {SANDBOXES}")
+    if kernel_start not in KERNEL_STARTS:
+        raise SandboxUnavailable(
+            f"unknown kernel start {kernel_start!r}; choose one of {KERNEL_STARTS}")
     if requested == "none":
+        if kernel_start == "fork":
+            raise SandboxUnavailable("forked kernels run in the bwrap sandbox only, not none")
         return Sandbox("none")
     reasons = []
     for mode in ("bwrap", "landlock"):
         if requested not in ("auto", mode):
             continue
-        found = _available(mode)
+        found = _candidate(mode)
+        if isinstance(found, Sandbox) and kernel_start != "fresh":
+            # A forked kernel's probe checks all a fresh one's does, and more: when it holds,
+            # the fresh path need not be probed (a process start fewer for every run).
+            forked = _forked(found)
+            if isinstance(forked, Sandbox):
+                found = forked
+            elif kernel_start == "fork":
+                raise SandboxUnavailable(f"--kernel-start fork cannot be used here: {forked}; "
+                                         "--kernel-start fresh starts each kernel afresh")
+        if not (isinstance(found, Sandbox) and found.fork):
+            found = _available(mode)
         if isinstance(found, Sandbox):
             found = dataclasses.replace(found, fair_shares=cgroups.cpu_shares())
             found.check_hidden(hide)

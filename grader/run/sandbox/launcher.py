@@ -13,7 +13,8 @@ what it installs (grader/run/sandbox/confinement.py).
 CONFIG is JSON: "parent", a process whose death kills this one (0: none); "landlock", null or
 {"handled_fs", "handled_net", "scoped", "rules": [[path, access], ...]}; "seccomp", null or the
 filter program in hex. Any step that fails ends the process with a message on stderr: a kernel
-that cannot be confined as asked does not start.
+that cannot be confined as asked does not start. The fork server (forkserver.py) runs this source
+under another name and calls its functions in each kernel it forks.
 """
 
 import ctypes
@@ -124,4 +125,5 @@ def main():
         os._exit(64)
 
 
-main()
+if __name__ == "__main__":
+    main()
