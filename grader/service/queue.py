@@ -92,6 +92,8 @@ class GradingQueue:
                                                            hide=hidden))
                 address = cluster.client.scheduler.address
                 self._clusters[name] = cluster
+                log.info("%s: the course is on the %d worker(s) of the cluster at %s", name,
+                         len(cluster.client.scheduler_info()["workers"]), address)
             first = next(iter(self._clusters.values()))
             self._closing = stack.pop_all()
         for cluster in self._clusters.values():
