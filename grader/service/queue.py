@@ -84,6 +84,9 @@ class GradingQueue:
         grade safely or the cluster cannot be reached."""
         from grader.classrun.cluster import Cluster
 
+        # Dask's news of every client and worker that comes and goes would drown the server's
+        # log; its warnings and errors stay.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         with contextlib.ExitStack() as stack:
             for name, spec in self.specs.items():
                 # Each assignment a client of its own, all on one cluster: the first one
