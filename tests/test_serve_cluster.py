@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,6 +27,25 @@ from tests.serving import Client, Server, free_port
 ASSIGNMENT = "derivative_calculation"
 WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
 LIMITS = "cell_timeout = 20\ncall_timeout = 5\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unreachable(tmp_path_factory: pytest.TempPathFactory, course: Path
+                ) -> Iterator[tuple[subprocess.Popen[str], int, str]]:
+    """`grader serve --cluster` on a port nothing listens on, started with the module so that
+    its wait for the scheduler (30 s) passes while the other tests run."""
+    data = tmp_path_factory.mktemp("unreachable")
+    (data / "course.toml").write_text(f'course = "{course}"\n{LIMITS}'
+                                      f"\n[assignments.{ASSIGNMENT}]\n")
+    port, nowhere = free_port(), f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "grader.cli", "serve", "--data", str(data), "--port", str(port),
+         "--cluster", nowhere], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield server, port, nowhere
+    finally:
+        server.kill()
+        server.wait()
 
 
 def _graded_on_the_cluster(dask_cluster: DaskCluster) -> int:
@@ -139,28 +158,13 @@ def test_a_worker_that_cannot_hide_the_course_stops_the_server_before_it_serves(
 
 
 def test_an_unreachable_cluster_stops_the_server_before_it_serves(
-        tmp_path: Path, course: Path) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "course.toml").write_text(f'course = "{course}"\n{LIMITS}'
-                                      f"\n[assignments.{ASSIGNMENT}]\n")
-    port, nowhere = free_port(), f"tcp://127.0.0.1:{free_port()}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "grader.cli", "serve", "--data", str(data), "--port", str(port),
-         "--cluster", nowhere], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        # Until it stops, nothing answers on its port.
-        while server.poll() is None:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/login", timeout=1)
-            except httpx.TransportError:
-                time.sleep(0.2)
-                continue
-            raise AssertionError("the server answered without its cluster")
-        _, stderr = server.communicate(timeout=60)
-    finally:
-        server.kill()
-        server.wait()
+        unreachable: tuple[subprocess.Popen[str], int, str]) -> None:
+    server, port, nowhere = unreachable
+    _, stderr = server.communicate(timeout=120)
     assert server.returncode == 2
     assert f"cannot reach the Dask scheduler at {nowhere}" in stderr
     assert "Traceback" not in stderr
+    # It stopped before it served: it never said so, and nothing answers on its port.
+    assert "serving the course" not in stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)

@@ -145,8 +145,14 @@ class GradingQueue:
         """The one place a notebook is graded: every submission and regrade comes here."""
         cluster = self._clusters.get(spec.name)
         if cluster is not None:
+            from grader.classrun.cluster import ClusterError
+
             # The notebook's bytes travel with the task; the call blocks on the cluster.
-            return await asyncio.to_thread(cluster.grade, path.read_bytes(), path.name, seed)
+            report = await asyncio.to_thread(cluster.grade, path.read_bytes(), path.name, seed)
+            if (report.seed, report.assignment, report.submission) != (seed, spec.name,
+                                                                       path.name):
+                raise ClusterError("a worker sent back the report of another submission")
+            return report
         return await grade_notebook(path, spec, seed, self.limits[spec.name],
                                     km_factory=self._factories[spec.name],
                                     sandbox=self.sandbox)
