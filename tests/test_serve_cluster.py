@@ -1,5 +1,6 @@
 """`grader serve` sending its grading jobs to a Dask cluster: a real scheduler and two real
-workers (tests/daskcluster.py), none of which can read the course the server grades from."""
+workers (tests/daskcluster.py), none of which can read the course the server grades from, and a
+`local:N` cluster the server starts itself."""
 
 from __future__ import annotations
 

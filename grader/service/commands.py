@@ -22,7 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Serve a course: students sign in with their roster token, upload "
                     "notebooks and read their feedback; instructors see a dashboard per "
                     "assignment, download grades and regrade. Submissions are graded as by "
-                    "`grader grade`, in the same sandbox, a few at once. Reads DATA/"
+                    "`grader grade`, in the same sandbox, a few at once, here or on a Dask "
+                    "cluster (--cluster). Reads DATA/"
                     f"{CONFIG_NAME} (the assignments, deadlines, late policy, rate limits; "
                     "see the README) and keeps every record in DATA. A server stopped while "
                     "submissions wait grades them when it starts again.")
