@@ -9,6 +9,10 @@ from grader.grade import grade_notebook, limits_for
 from grader.report import Report
 from grader.spec import AssignmentSpec, find_spec
 
+# A real Dask cluster (scheduler and workers as processes), for the cluster's and the server's
+# tests: fixtures `course`, `course_spec` and `dask_cluster`, each one per test module.
+from tests.daskcluster import course, course_spec, dask_cluster  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def spec() -> AssignmentSpec:

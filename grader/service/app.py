@@ -40,19 +40,26 @@ def _remove_orphans(data: Path, store: Store) -> None:
         partial.unlink(missing_ok=True)
 
 
-def create_app(data: Path, config_path: Path | None = None) -> Starlette:
-    """The server of the course whose records live in `data` (course.toml there by default).
+def create_app(data: Path, config_path: Path | None = None, cluster: str | None = None
+               ) -> Starlette:
+    """The server of the course whose records live in `data` (course.toml there by default),
+    grading on the Dask cluster `cluster` when given (in place of course.toml's).
 
-    Raises ConfigError, StoreError, GradebookError, SpecError or SandboxUnavailable (each a
-    GraderError) when the server cannot run safely; nothing is listened on by then.
+    Raises ConfigError, StoreError, GradebookError, SpecError, SandboxUnavailable or
+    ClusterError (each a GraderError) when the server cannot run safely; nothing is listened
+    on by then.
     """
     data = data.resolve()
-    config, specs = load_config(config_path or data / CONFIG_NAME)
+    config, specs = load_config(config_path or data / CONFIG_NAME, cluster)
     (data / "uploads").mkdir(parents=True, exist_ok=True)
     store = Store(data / "server.sqlite")
     book = Gradebook(data / "gradebook.sqlite")
     queue = GradingQueue(config, specs, data, store, book)
-    _remove_orphans(data, store)
+    try:
+        _remove_orphans(data, store)
+    except BaseException:
+        queue.close()
+        raise
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -61,6 +68,7 @@ def create_app(data: Path, config_path: Path | None = None) -> Starlette:
             yield
         finally:
             await queue.stop()
+            queue.close()
             store.close()
             book.close()
 
@@ -83,12 +91,13 @@ async def _problem_page(request: Request, exc: Exception) -> Response:
                         status_code=exc.status_code, headers=exc.headers)
 
 
-def serve(data: Path, config_path: Path | None, host: str, port: int) -> None:
+def serve(data: Path, config_path: Path | None, host: str, port: int,
+          cluster: str | None = None) -> None:
     """Run the server until interrupted."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    app = create_app(data, config_path)
+    app = create_app(data, config_path, cluster)
     log.info("serving the course in %s at http://%s:%d/", data.resolve(), host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 

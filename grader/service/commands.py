@@ -22,7 +22,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Serve a course: students sign in with their roster token, upload "
                     "notebooks and read their feedback; instructors see a dashboard per "
                     "assignment, download grades and regrade. Submissions are graded as by "
-                    "`grader grade`, in the same sandbox, a few at once. Reads DATA/"
+                    "`grader grade`, in the same sandbox, a few at once, here or on a Dask "
+                    "cluster (--cluster). Reads DATA/"
                     f"{CONFIG_NAME} (the assignments, deadlines, late policy, rate limits; "
                     "see the README) and keeps every record in DATA. A server stopped while "
                     "submissions wait grades them when it starts again.")
@@ -33,6 +34,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        help="address to listen on (default 127.0.0.1: this machine only; "
                             "put an https proxy in front to serve others)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--cluster", metavar="ADDRESS",
+                       help="grade on a Dask cluster instead of this machine's kernels, in "
+                            f"place of {CONFIG_NAME}'s `cluster`: the scheduler's address "
+                            "(tcp://HOST:8786, tls://...; its workers started with --resources "
+                            "KERNELS=N), or local:N for N worker processes here")
     serve.add_argument("--demo", action="store_true",
                        help="make DATA a demo of the bundled course if it is not one yet "
                             "(two students, an instructor) and print their fresh tokens")
@@ -126,6 +132,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
               f"{args.port}/login with one of these tokens:")
         for user_id, role, token in make_demo(args.data):
             print(f"  {user_id:6} {role:11} {token}", flush=True)
-    serve(args.data, args.config, args.host, args.port)
+    serve(args.data, args.config, args.host, args.port, args.cluster)
     return 0
 

@@ -66,16 +66,32 @@ class ServerConfig(_Model):
                                        "the spec's)")
     call_timeout: float | None = Field(None, gt=0, description="seconds per call (default: "
                                        "the spec's)")
+    cluster: str | None = Field(
+        None, description="grade on a Dask cluster instead of this machine's kernels: its "
+        "scheduler's address (tcp://HOST:8786, tls://...), or local:N for N local worker "
+        "processes; `kernels` then gives way to the workers' KERNELS slots")
     assignments: dict[str, AssignmentPolicy] = Field(
         description="the assignments open for submission, by name, in the order shown")
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            # Needs Dask's distributed package: without it, the error names the extra.
+            from grader.classrun.cluster import parse_cluster
+
+            parse_cluster(value)
+        return value
 
     def spec(self, name: str) -> AssignmentSpec:
         """The spec of an assignment named in this file."""
         return find_spec(name, self.course)
 
 
-def load_config(path: Path) -> tuple[ServerConfig, dict[str, AssignmentSpec]]:
-    """Read course.toml and every assignment it opens; ConfigError names what is wrong."""
+def load_config(path: Path, cluster: str | None = None
+                ) -> tuple[ServerConfig, dict[str, AssignmentSpec]]:
+    """Read course.toml and every assignment it opens, with `cluster` (when given) in place of
+    its own; ConfigError names what is wrong."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -83,6 +99,8 @@ def load_config(path: Path) -> tuple[ServerConfig, dict[str, AssignmentSpec]]:
                           f"--help`) or start with `grader serve --demo`") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
+    if cluster is not None:
+        data["cluster"] = cluster
     if isinstance(data.get("course"), str):
         data["course"] = (path.parent / data["course"]).resolve()
     try:

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import __version__
 from grader.classrun.batch import _ran_out_of_time as ran_out_of_time
@@ -25,6 +26,9 @@ from grader.service.store import Store, Submission
 from grader.settings import Limits
 from grader.spec import AssignmentSpec
 
+if TYPE_CHECKING:
+    from grader.classrun.cluster import Cluster
+
 log = logging.getLogger("grader.serve")
 # A failure of the grader itself (a kernel that would not start on a loaded machine) is tried
 # again after a pause, this many times in all, before the student gets a report saying so.
@@ -33,7 +37,8 @@ RETRY_PAUSE_S = 5.0
 
 
 class GradingQueue:
-    """Grades what the store holds as queued, `config.kernels` submissions at once."""
+    """Grades what the store holds as queued, `config.kernels` submissions at once, or as many
+    as the cluster's kernel slots with `config.cluster`."""
 
     def __init__(self, config: ServerConfig, specs: dict[str, AssignmentSpec], data: Path,
                  store: Store, book: Gradebook) -> None:
@@ -45,24 +50,69 @@ class GradingQueue:
             # one) would fail or half-grade every student, so it stops before serving.
             reference_namespace(spec)
             hidden += secret_paths(spec)
-        # Chosen once, before the first upload is taken: a server that cannot confine student
-        # code stops at start (SandboxUnavailable), never grades unconfined in silence.
-        box = choose_sandbox(config.sandbox, hide=hidden)
-        self.sandbox = box.name
-        # As in a class run: without a CPU share per kernel, a neighbour can push a notebook
-        # past its timeouts, so what timed out while sharing is graded again, alone.
-        self._shared = not box.fair_shares and config.kernels > 1
-        self._slots = asyncio.Semaphore(config.kernels)
-        self._alone = asyncio.Lock()
         self.limits: dict[str, Limits] = {
             name: limits_for(spec, config.cell_timeout, config.call_timeout,
                              sandbox=config.sandbox) for name, spec in specs.items()}
-        self._factories: dict[str, KernelManagerFactory] = {
-            name: box.factory(limits) for name, limits in self.limits.items()}
+        self._factories: dict[str, KernelManagerFactory] = {}
+        self._clusters: dict[str, Cluster] = {}
+        self._closing = contextlib.ExitStack()
+        if config.cluster is not None:
+            self.sandbox, self.kernels = self._open_clusters(config.cluster, hidden)
+            self._shared = False
+        else:
+            # Chosen once, before the first upload is taken: a server that cannot confine
+            # student code stops at start (SandboxUnavailable), never grades unconfined in
+            # silence.
+            box = choose_sandbox(config.sandbox, hide=hidden)
+            self.sandbox, self.kernels = box.name, config.kernels
+            # As in a class run: without a CPU share per kernel, a neighbour can push a
+            # notebook past its timeouts, so what timed out while sharing is graded again,
+            # alone.
+            self._shared = not box.fair_shares and config.kernels > 1
+            self._factories = {name: box.factory(limits) for name, limits in self.limits.items()}
+        self._slots = asyncio.Semaphore(self.kernels)
+        self._alone = asyncio.Lock()
         self._spec_keys = {name: spec_hash(spec) for name, spec in specs.items()}
         self._failures: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _open_clusters(self, address: str, hidden: list[Path]) -> tuple[str, int]:
+        """Install each assignment's course on the cluster at `address` (a `local:N` one is
+        started once, for every assignment); the workers' sandbox and their kernel slots.
+        Raises ClusterError (or UsageError) before anything is served when a worker cannot
+        grade safely or the cluster cannot be reached."""
+        from grader.classrun.cluster import Cluster
+
+        # Dask's news of every client and worker that comes and goes would drown the server's
+        # log; its warnings and errors stay.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        with contextlib.ExitStack() as stack:
+            for name, spec in self.specs.items():
+                # Each assignment a client of its own, all on one cluster: the first one
+                # starts a local cluster, the others join it.
+                cluster = stack.enter_context(Cluster.open(address, spec, self.limits[name],
+                                                           hide=hidden))
+                address = cluster.client.scheduler.address
+                self._clusters[name] = cluster
+                log.info("%s: the course is on the %d worker(s) of the cluster at %s", name,
+                         len(cluster.client.scheduler_info()["workers"]), address)
+            first = next(iter(self._clusters.values()))
+            self._closing = stack.pop_all()
+        for cluster in self._clusters.values():
+            for warning in cluster.warnings:
+                log.warning("%s", warning)
+        if "kernels" in self.config.model_fields_set:
+            log.warning("kernels = %d does not apply with a cluster: its workers' KERNELS "
+                        "slots decide", self.config.kernels)
+        log.info("grading on the Dask cluster at %s: %d kernel slot(s), sandbox %s",
+                 self.config.cluster, first.slots, first.sandbox)
+        return first.sandbox, first.slots
+
+    def close(self) -> None:
+        """Disconnect from the cluster, removing the course from its workers (a local one
+        stops)."""
+        self._closing.close()
 
     def upload_path(self, submission: Submission) -> Path:
         """Where a submission's notebook lies."""
@@ -81,7 +131,7 @@ class GradingQueue:
             log.warning("%d submission(s) being graded when the server stopped: queued again",
                         again)
         self._tasks = [asyncio.create_task(self._worker(), name=f"grader-{i}")
-                       for i in range(self.config.kernels)]
+                       for i in range(self.kernels)]
 
     async def stop(self) -> None:
         """Stop the workers; what they were grading stays `running`, queued again at start."""
@@ -93,6 +143,16 @@ class GradingQueue:
 
     async def grade(self, path: Path, spec: AssignmentSpec, seed: int) -> Report:
         """The one place a notebook is graded: every submission and regrade comes here."""
+        cluster = self._clusters.get(spec.name)
+        if cluster is not None:
+            from grader.classrun.cluster import ClusterError
+
+            # The notebook's bytes travel with the task; the call blocks on the cluster.
+            report = await asyncio.to_thread(cluster.grade, path.read_bytes(), path.name, seed)
+            if (report.seed, report.assignment, report.submission) != (seed, spec.name,
+                                                                       path.name):
+                raise ClusterError("a worker sent back the report of another submission")
+            return report
         return await grade_notebook(path, spec, seed, self.limits[spec.name],
                                     km_factory=self._factories[spec.name],
                                     sandbox=self.sandbox)
@@ -100,12 +160,12 @@ class GradingQueue:
     async def _grade_alone(self, path: Path, spec: AssignmentSpec, seed: int) -> Report:
         """Grade with every kernel slot held: nothing else runs beside it."""
         async with self._alone:
-            for _ in range(self.config.kernels):
+            for _ in range(self.kernels):
                 await self._slots.acquire()
         try:
             return await self.grade(path, spec, seed)
         finally:
-            for _ in range(self.config.kernels):
+            for _ in range(self.kernels):
                 self._slots.release()
 
     async def _worker(self) -> None:
