@@ -170,6 +170,14 @@ def test_every_form_needs_its_csrf_token(server: Server, graded: dict[str, int],
     ("..\\escape.ipynb", None, 400, "plain name"),
     (".hidden.ipynb", None, 400, "plain name"),
     ("notes.txt", None, 400, "plain name"),
+    # 100 characters but 382 bytes: more than a file name may hold.
+    ("\U0001F600" * 94 + ".ipynb", None, 400, "plain name"),
+    # A right-to-left override: the instructor would read "xbnpi.png".
+    ("x\u202egnp.ipynb", None, 400, "plain name"),
+    ("hw.ipynb", b"\xff\xfe" + ASSIGNMENT.read_bytes(), 400, "not UTF-8"),
+    # 400 kB that nest deeper than any JSON parser recurses.
+    ("hw.ipynb", b'{"nbformat": 4, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", 400,
+     "nests its JSON too deeply"),
 ])
 def test_refused_uploads_leave_nothing_and_cost_nothing(server: Server, graded: dict[str, int],
                                                         filename: str,

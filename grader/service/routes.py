@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import unicodedata
 import uuid
 import zipfile
 from datetime import UTC, datetime
@@ -50,6 +51,9 @@ from grader.spec import AssignmentSpec
 
 # An uploaded file's name: a plain name ending .ipynb, nothing that could name a folder.
 _NOTEBOOK_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,93}\.ipynb")
+# A file name is at most 255 bytes, and the upload is first written under a longer temporary
+# name: 100 characters of 4 bytes each would not fit.
+_NAME_BYTES = 200
 # Drawing the class summary takes a second and matplotlib is not thread-safe: one at a time.
 _PLOT_LOCK = asyncio.Lock()
 
@@ -202,10 +206,10 @@ async def submit(request: Request) -> Response:
         if not isinstance(upload, UploadFile) or not upload.filename:
             return _refuse(400, "Choose a notebook file to submit.", current, spec.title)
         filename = upload.filename
-        if not _NOTEBOOK_NAME.fullmatch(filename):
+        if not _plain_name(filename):
             return _refuse(400, "The file name must be a plain name ending in .ipynb (no "
-                           "folders, not starting with a dot, at most 100 characters).",
-                           current, spec.title)
+                           "folders, not starting with a dot, at most 100 characters, no "
+                           "control or formatting characters).", current, spec.title)
         limit = _config(request).max_upload_kib * 1024
         data = await upload.read(limit + 1)
         if len(data) > limit:
@@ -249,6 +253,15 @@ async def submit(request: Request) -> Response:
         return response
     queue.wake()
     return RedirectResponse(f"/submissions/{added}", 303)
+
+
+def _plain_name(filename: str) -> bool:
+    """A name that can be saved as given and shown as it is: no folder, no control or format
+    character (a right-to-left override would make `x\u202egnp.ipynb` read as a picture)."""
+    return (_NOTEBOOK_NAME.fullmatch(filename) is not None
+            and len(filename.encode("utf-8", "surrogatepass")) <= _NAME_BYTES
+            and not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+                        for c in filename))
 
 
 def _save(path: Path, data: bytes) -> None:
