@@ -325,6 +325,30 @@ def test_queue_takes_new_submissions_before_regrades(tmp_path: Path) -> None:
     assert store.claim() is None
 
 
+def test_one_students_burst_takes_turns_with_the_others(tmp_path: Path) -> None:
+    """Five slow notebooks from one student do not hold every kernel while another waits."""
+    store = Store(tmp_path / "server.sqlite")
+    for student in ("flood", "s2", "s3"):
+        store.add_user(student, student, "student")
+
+    def add(student: str) -> int:
+        return store.add_submission(student=student, assignment="a", filename="n.ipynb",
+                                    folder=f"a/{student}{len(store.folders())}",
+                                    content_hash="h", deadline=None, late=False,
+                                    multiplier=1, capacity=9, refill_s=60)
+
+    burst = [add("flood") for _ in range(5)]
+    assert store.claim().id == burst[0]  # being graded: the rest of the burst waits behind it
+    s2 = add("s2")
+    assert store.queue_position(s2) == 1
+    s3 = add("s3")
+    assert store.queue_position(s3) == 2  # behind s2 only: the burst has a kernel already
+    assert store.queue_position(burst[1]) == 3
+    assert [store.claim().id for _ in range(3)] == [s2, s3, burst[1]]
+    assert [store.queue_position(i) for i in burst[2:]] == [1, 2, 3]
+    assert [store.claim().id for _ in range(3)] == burst[2:]
+
+
 def _report():
     from grader.report import Report
 

@@ -64,6 +64,7 @@ _SCHEMA = [
         finished_at  TEXT)""",
     "CREATE INDEX IF NOT EXISTS queue ON submissions (state, regrade, queued_seq)",
     "CREATE INDEX IF NOT EXISTS by_student ON submissions (assignment, student, id)",
+    "CREATE INDEX IF NOT EXISTS waiting_by_student ON submissions (student, state)",
     """CREATE TABLE IF NOT EXISTS buckets (
         assignment TEXT NOT NULL,
         student    TEXT NOT NULL,
@@ -76,6 +77,15 @@ _SCHEMA = [
         deadline   TEXT NOT NULL,
         PRIMARY KEY (assignment, student))""",
 ]
+
+# The order of the queue: new submissions before regrades; then each student's turn, how many of
+# their own submissions are being graded or wait ahead (so one student's burst of slow notebooks
+# takes turns with everyone else's instead of holding every kernel); then arrival.
+_TURN = ("(SELECT count(*) FROM submissions o WHERE o.student = s.student AND o.id != s.id AND "
+         "(o.state = 'running' OR (o.state = 'queued' AND (o.regrade, o.queued_seq) < "
+         "(s.regrade, s.queued_seq))))")
+_QUEUED = (f"SELECT id, regrade, {_TURN} AS turn, queued_seq FROM submissions s "
+           "WHERE state = 'queued'")
 
 # What a roster id may be: it names files in the downloads (a Gradescope zip, say).
 USER_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,63}")
@@ -348,9 +358,9 @@ class Store:
         if row is None or row[0] != "queued":
             return None
         (ahead,) = self._db.execute(
-            "SELECT count(*) FROM submissions WHERE state = 'queued' AND "
-            "(regrade < ? OR (regrade = ? AND queued_seq < ?))", (row[1], row[1], row[2])
-        ).fetchone()
+            f"WITH q AS ({_QUEUED}) SELECT count(*) FROM q, q AS me WHERE me.id = ? AND "
+            "(q.regrade, q.turn, q.queued_seq) < (me.regrade, me.turn, me.queued_seq)",
+            (submission_id,)).fetchone()
         return ahead + 1
 
     def waiting(self) -> int:
@@ -359,11 +369,12 @@ class Store:
                                 ).fetchone()[0]
 
     def claim(self) -> Submission | None:
-        """The next submission to grade, marked running: students' new ones before regrades."""
+        """The next submission to grade, marked running: students' new ones before regrades,
+        each student's in turn with everyone else's."""
         with self._transaction():
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE state = 'queued' "
-                "ORDER BY regrade, queued_seq LIMIT 1").fetchone()
+                f"SELECT {_COLUMNS} FROM submissions s WHERE state = 'queued' "
+                f"ORDER BY regrade, {_TURN}, queued_seq LIMIT 1").fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE submissions SET state = 'running', started_at = ? "
