@@ -137,6 +137,25 @@ def test_files_submitted_beside_the_notebook_are_never_imported_by_the_grader(pl
     assert results.get("score", 0) == 0 and not results.get("gradable")
 
 
+def test_a_notebook_cannot_read_the_answer_key_in_the_bundle(gradescope, tmp_path):
+    """The bundle holds the reference notebook and the spec beside the submission: a notebook
+    that reads either to answer right earns nothing from it."""
+    course = gradescope.root / "source" / "course"
+    secrets = [course / "solutions" / f"{NAME}.ipynb", course / "assignments" / f"{NAME}.toml"]
+    assert all(p.is_file() for p in secrets)
+    # delta2 is right only where a secret file could be read.
+    body = (f"for p in {[str(p) for p in secrets]!r}:\n"
+            "    try:\n"
+            "        open(p).read()\n"
+            "    except OSError:\n"
+            "        return (y - y_hat) * sigmoid_prime(z2)\n"
+            "return (y_hat - y) * sigmoid_prime(z2)")
+    results = gradescope({"mine.ipynb": submission(tmp_path, bodies={"delta2": body})
+                          .read_bytes()})
+    delta2 = [t for t in results["tests"] if "delta2" in t["name"]]
+    assert delta2 and all(t["score"] < t["max_score"] for t in delta2)
+
+
 def test_a_grader_that_cannot_start_still_writes_results(gradescope, tmp_path):
     results = gradescope({"mine.ipynb": submission(tmp_path).read_bytes()},
                          GRADER_PYTHON="/bin/false")
