@@ -52,11 +52,15 @@ def gradescope(bundle, tmp_path_factory):
     env = _install(next((root / "source").glob("*.whl")),
                    tmp_path_factory.mktemp("site")) | {"AUTOGRADER_ROOT": str(root)}
 
-    def run(files: dict[str, bytes], inside_submission: bool = False, **extra: str) -> dict:
+    def run(files: dict[str, bytes | Path], inside_submission: bool = False, **extra: str
+            ) -> dict:
         shutil.rmtree(root / "submission", ignore_errors=True)
         (root / "submission").mkdir()
         for name, data in files.items():
-            (root / "submission" / name).write_bytes(data)
+            if isinstance(data, Path):
+                (root / "submission" / name).symlink_to(data)
+            else:
+                (root / "submission" / name).write_bytes(data)
         shutil.rmtree(root / "results", ignore_errors=True)
         subprocess.run(["bash", str(root / "run_autograder")], env=env | extra, check=True,
                        cwd=root / "submission" if inside_submission else root, timeout=600)
@@ -154,6 +158,16 @@ def test_a_notebook_cannot_read_the_answer_key_in_the_bundle(gradescope, tmp_pat
                           .read_bytes()})
     delta2 = [t for t in results["tests"] if "delta2" in t["name"]]
     assert delta2 and all(t["score"] < t["max_score"] for t in delta2)
+
+
+def test_a_link_to_the_reference_notebook_is_not_graded_as_the_submission(gradescope):
+    """A submission that is a link to the bundle's reference notebook (which the grader's own
+    process can read) would earn the reference's full marks."""
+    reference = gradescope.root / "source" / "course" / "solutions" / f"{NAME}.ipynb"
+    results = gradescope({"mine.ipynb": reference})
+    assert results["score"] == 0 and "mine.ipynb is a link" in results["output"]
+    # A link to its folder is not searched.
+    assert gradescope({"work": reference.parent})["score"] == 0
 
 
 def test_a_grader_that_cannot_start_still_writes_results(gradescope, tmp_path):
