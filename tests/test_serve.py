@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -251,6 +252,35 @@ def test_cookies_are_http_only_and_same_site(server: Server) -> None:
     for response in (login, signed):
         cookie = response.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+
+
+def test_a_session_ends_on_the_server_and_is_never_one_the_browser_brought(
+        server: Server) -> None:
+    """Sign-out ends the session for a copied cookie too; a session key planted in the
+    browser before sign-in (fixation) is replaced, never adopted."""
+    planted = "planted-by-someone-else"
+    ann = Client(server)
+    ann.http.cookies.set("grader_session", planted, domain="127.0.0.1")
+    ann.sign_in(server.tokens["ann"])
+    key = ann.http.cookies.get("grader_session")
+    assert key and key != planted
+    thief = httpx.Client(base_url=server.url, cookies={"grader_session": key})
+    assert thief.get("/assignments").status_code == 200
+    assert ann.post("/logout").status_code == 303
+    assert thief.get("/assignments").status_code == 303  # sent to sign in
+    assert thief.post(f"/assignments/{ASSIGNMENT_NAME}/submit").status_code == 403
+
+
+def test_uploads_sent_at_once_cannot_overdraw_the_bucket(server: Server) -> None:
+    """Eight uploads racing on a bucket of three: three are taken, five refused."""
+    cat = server.add("cat")
+    clients = [Client(server, cat) for _ in range(8)]
+    handout = ASSIGNMENT.read_bytes()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        statuses = list(pool.map(lambda c: c.upload(ASSIGNMENT_NAME, handout).status_code,
+                                 clients))
+    assert sorted(statuses) == [303] * 3 + [429] * 5
+    assert len(server.store().history(ASSIGNMENT_NAME, "cat")) == 3
 
 
 def test_instructor_dashboard_downloads_and_regrade(server: Server,
