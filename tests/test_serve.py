@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -572,6 +573,23 @@ def test_demo_prints_tokens_that_sign_in(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(60)
+
+
+def test_demo_refuses_a_real_course_s_data_folder(tmp_path: Path) -> None:
+    """`--demo` pointed at a real course would put its instructor, token printed, on that
+    course's roster (and give a new token to anyone there named like the demo's people)."""
+    server = Server(tmp_path, course_toml(derivative_calculation="submissions = 3"))
+    token = server.add("prof", instructor=True)
+    with socket.socket() as taken:  # so that a server that went ahead stops at once
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--demo", "--data",
+                               str(tmp_path), "--port", str(taken.getsockname()[1])],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not the demo" in done.stderr
+    assert "ada" not in done.stdout and "token" not in done.stdout
+    store = server.store()
+    assert [u.id for u in store.users()] == ["prof"] and store.sign_in(token) is not None
 
 
 def test_a_course_without_its_answer_key_is_refused_before_serving(tmp_path: Path) -> None:

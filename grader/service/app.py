@@ -18,7 +18,7 @@ from grader.classrun.gradebook import Gradebook
 from grader.files import PARTIAL
 from grader.service import pages
 from grader.service.auth import LimitBody, SecurityHeaders
-from grader.service.config import CONFIG_NAME, load_config
+from grader.service.config import CONFIG_NAME, ConfigError, load_config
 from grader.service.queue import GradingQueue
 from grader.service.routes import routes
 from grader.service.store import Store
@@ -93,6 +93,8 @@ def serve(data: Path, config_path: Path | None, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
+# The first line of the demo's course.toml, by which --demo knows a folder it made.
+_DEMO_HEADER = "# The demo course: the assignments bundled with the grader."
 # The demo's people: two students and an instructor.
 DEMO_USERS = [("ada", "Ada Lovelace", "student"), ("alan", "Alan Turing", "student"),
               ("prof", "Professor Hopper", "instructor")]
@@ -100,13 +102,20 @@ DEMO_USERS = [("ada", "Ada Lovelace", "student"), ("alan", "Alan Turing", "stude
 
 def make_demo(data: Path) -> list[tuple[str, str, str]]:
     """A demo data folder on the bundled course: course.toml (deadline in a week, late credit
-    0.8) and a roster; returns (id, role, token) with fresh tokens for its people."""
+    0.8) and a roster; returns (id, role, token) with fresh tokens for its people. ConfigError
+    where `data` holds a course that is not a demo."""
     data.mkdir(parents=True, exist_ok=True)
     config = data / CONFIG_NAME
+    if config.exists() and not config.read_text(encoding="utf-8").startswith(_DEMO_HEADER):
+        # The demo's instructor, with a token printed for anyone reading the terminal or the
+        # service's log, would join a real course's roster.
+        raise ConfigError(f"{data.resolve()} holds a course that is not the demo: --demo would "
+                          "add its people, an instructor among them, to that roster; run the "
+                          "demo in another --data folder")
     if not config.exists():
         deadline = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
         config.write_text(
-            "# The demo course: the assignments bundled with the grader.\n"
+            f"{_DEMO_HEADER}\n"
             "kernels = 2\n\n"
             "[assignments.derivative_calculation]\n"
             f"deadline = {deadline.isoformat().replace('+00:00', 'Z')}\n"
