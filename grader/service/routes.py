@@ -226,8 +226,9 @@ async def submit(request: Request) -> Response:
     folder = f"{name}/{uuid.uuid4().hex}"
     path = queue.data / "uploads" / folder / filename
     try:
-        _save(path, data)
-        load_notebook(path)
+        # Off the event loop: syncing to disk, and validating a notebook of tens of thousands
+        # of cells (about a second), would stall every other request meanwhile.
+        await asyncio.to_thread(_save_checked, path, data)
     except UnreadableNotebook as exc:
         shutil.rmtree(path.parent, ignore_errors=True)
         return _refuse(400, f"This file is not a notebook that can be graded: {exc}", current,
@@ -253,6 +254,12 @@ async def submit(request: Request) -> Response:
         return response
     queue.wake()
     return RedirectResponse(f"/submissions/{added}", 303)
+
+
+def _save_checked(path: Path, data: bytes) -> None:
+    """Save an upload, then read it as the grader will (UnreadableNotebook if it cannot)."""
+    _save(path, data)
+    load_notebook(path)
 
 
 def _plain_name(filename: str) -> bool:
