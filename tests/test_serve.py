@@ -180,6 +180,8 @@ def test_every_form_needs_its_csrf_token(server: Server, graded: dict[str, int],
     # 400 kB that nest deeper than any JSON parser recurses.
     ("hw.ipynb", b'{"nbformat": 4, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", 400,
      "nests its JSON too deeply"),
+    # An integer longer than Python converts from text.
+    ("hw.ipynb", b'{"nbformat": 4, "x": ' + b"9" * 5000 + b"}", 400, "not JSON a notebook holds"),
 ])
 def test_refused_uploads_leave_nothing_and_cost_nothing(server: Server, graded: dict[str, int],
                                                         filename: str,
