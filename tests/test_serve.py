@@ -274,6 +274,26 @@ def test_a_session_ends_on_the_server_and_is_never_one_the_browser_brought(
     assert thief.post(f"/assignments/{ASSIGNMENT_NAME}/submit").status_code == 403
 
 
+def test_a_sibling_site_cannot_sign_a_student_into_another_account(server: Server) -> None:
+    """Login CSRF: a page on a sibling subdomain sets its own sign-in cookie here (a parent
+    domain cookie) and posts the matching form with its author's token; SameSite lets that
+    through, so the server must read who sent it."""
+    mallory = Client(server)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', mallory.http.get("/login").text).group(1)
+    victim = httpx.Client(base_url=server.url, cookies={"grader_signin": csrf})
+    form = {"csrf": csrf, "token": server.tokens["bob"]}
+    for sender in ("same-site", "cross-site"):
+        tossed = victim.post("/login", data=form, headers={"sec-fetch-site": sender})
+        assert tossed.status_code == 403 and "grader_session" not in victim.cookies, sender
+    # Every other form says the same to another site, even with a good token.
+    ann = Client(server, server.tokens["ann"])
+    assert ann.http.post("/logout", data={"csrf": ann.csrf},
+                         headers={"sec-fetch-site": "same-site"}).status_code == 403
+    # The server's own page, as a browser sends it.
+    own = victim.post("/login", data=form, headers={"sec-fetch-site": "same-origin"})
+    assert own.status_code == 303 and "grader_session" in victim.cookies
+
+
 def test_uploads_sent_at_once_cannot_overdraw_the_bucket(server: Server) -> None:
     """Eight uploads racing on a bucket of three: three are taken, five refused."""
     cat = server.add("cat")

@@ -50,8 +50,23 @@ def same_token(given: object, expected: str) -> bool:
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def from_this_site(request: Request) -> None:
+    """Refuse (403) a form a browser says another site sent, a sibling subdomain included.
+
+    The sign-in form's token is a cookie's value, and a page on a sibling subdomain (student
+    pages on the same university domain, say) can set a cookie for this one and is same-site,
+    so SameSite lets its post through: it could sign a student into the page author's account,
+    whose submissions they would then make. Browsers name the sender in Sec-Fetch-Site.
+    """
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "This form was sent from another site: open this server's own "
+                                 "page and try again.")
+
+
 async def checked_form(request: Request, current: Session) -> FormData:
-    """The request's form, once its CSRF token matches the session's (else 403)."""
+    """The request's form, once it comes from this site and its CSRF token matches the
+    session's (else 403)."""
+    from_this_site(request)
     form = await request.form(max_files=1, max_fields=10)
     if not same_token(form.get("csrf"), current.csrf):
         await form.close()

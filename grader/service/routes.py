@@ -38,6 +38,7 @@ from grader.service.auth import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     checked_form,
+    from_this_site,
     new_signin_token,
     same_token,
     session,
@@ -112,6 +113,7 @@ async def login_page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
+    from_this_site(request)
     form = await request.form(max_files=0, max_fields=4)
     expected = request.cookies.get(SIGNIN_COOKIE, "")
     if not expected or not same_token(form.get("csrf"), expected):
