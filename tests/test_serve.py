@@ -456,14 +456,25 @@ def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
         # Plain http here, so the client would not send a Secure cookie back: sent by hand.
         http = Client(server).http
         page = http.get("/login")
-        signin = page.cookies["grader_signin"]
+        # __Host-: a browser takes it only from this host, never set for a parent domain by a
+        # sibling subdomain's page (a session tossed in would sign a student in as another).
+        signin = page.cookies["__Host-grader_signin"]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-        signed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
+        tossed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
                             cookies={"grader_signin": signin})
+        assert tossed.status_code == 403
+        signed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
+                            cookies={"__Host-grader_signin": signin})
         assert signed.status_code == 303
+        session = signed.cookies["__Host-grader_session"]
+        assert httpx.get(f"{server.url}/assignments",
+                         cookies={"grader_session": session}).status_code == 303
+        assert httpx.get(f"{server.url}/assignments",
+                         cookies={"__Host-grader_session": session}).status_code == 200
         for response in (page, signed):
             cookie = response.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+            assert cookie.startswith("__host-") and "domain" not in cookie
     finally:
         server.stop()
 

@@ -19,6 +19,13 @@ SESSION_COOKIE = "grader_session"
 SIGNIN_COOKIE = "grader_signin"
 
 
+def cookie_name(request: Request, name: str) -> str:
+    """A cookie's name: behind https, with the __Host- prefix, so that browsers take it only
+    from this host, never from a sibling subdomain's page setting it for the parent domain
+    (which would sign a student into the page author's account: a tossed session cookie)."""
+    return f"__Host-{name}" if request.app.state.config.https else name
+
+
 def set_cookie(response: Response, name: str, value: str, secure: bool, max_age: int) -> None:
     """A cookie no script can read and no other site's form sends."""
     response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict",
@@ -34,7 +41,7 @@ def session(request: Request, role: Role | None = None) -> Session:
     """The signed-in user of a request (of `role` when given): else a page that sends a
     browser to sign in (303) or refuses (403)."""
     store: Store = request.app.state.store
-    key = request.cookies.get(SESSION_COOKIE)
+    key = request.cookies.get(cookie_name(request, SESSION_COOKIE))
     found = store.session(key) if key else None
     if found is None:
         if request.method == "GET":

@@ -38,6 +38,7 @@ from grader.service.auth import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     checked_form,
+    cookie_name,
     from_this_site,
     new_signin_token,
     same_token,
@@ -108,14 +109,15 @@ async def home(request: Request) -> Response:
 async def login_page(request: Request) -> Response:
     token = new_signin_token()
     response = _html(pages.sign_in(token))
-    set_cookie(response, SIGNIN_COOKIE, token, _config(request).https, 3600)
+    set_cookie(response, cookie_name(request, SIGNIN_COOKIE), token, _config(request).https,
+               3600)
     return response
 
 
 async def login(request: Request) -> Response:
     from_this_site(request)
     form = await request.form(max_files=0, max_fields=4)
-    expected = request.cookies.get(SIGNIN_COOKIE, "")
+    expected = request.cookies.get(cookie_name(request, SIGNIN_COOKIE), "")
     if not expected or not same_token(form.get("csrf"), expected):
         raise HTTPException(403, "The sign-in form is out of date: reload the page.")
     token = form.get("token")
@@ -123,21 +125,25 @@ async def login(request: Request) -> Response:
     if found is None:
         fresh = new_signin_token()
         response = _html(pages.sign_in(fresh, "That token is not on the roster."), 401)
-        set_cookie(response, SIGNIN_COOKIE, fresh, _config(request).https, 3600)
+        set_cookie(response, cookie_name(request, SIGNIN_COOKIE), fresh,
+                   _config(request).https, 3600)
         return response
     key, current = found
     response = RedirectResponse("/instructor" if current.user.role == "instructor"
                                 else "/assignments", 303)
-    set_cookie(response, SESSION_COOKIE, key, _config(request).https, SESSION_SECONDS)
-    response.delete_cookie(SIGNIN_COOKIE, path="/", httponly=True, samesite="strict")
+    set_cookie(response, cookie_name(request, SESSION_COOKIE), key, _config(request).https,
+               SESSION_SECONDS)
+    response.delete_cookie(cookie_name(request, SIGNIN_COOKIE), path="/", httponly=True,
+                           samesite="strict", secure=_config(request).https)
     return response
 
 
 async def logout(request: Request) -> Response:
     await checked_form(request, session(request))
-    _store(request).sign_out(request.cookies[SESSION_COOKIE])
+    _store(request).sign_out(request.cookies[cookie_name(request, SESSION_COOKIE)])
     response = RedirectResponse("/login", 303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(cookie_name(request, SESSION_COOKIE), path="/", httponly=True,
+                           samesite="strict", secure=_config(request).https)
     return response
 
 
