@@ -608,6 +608,29 @@ def test_demo_prints_tokens_that_sign_in(tmp_path: Path) -> None:
         process.wait(60)
 
 
+def test_a_second_server_on_the_same_data_is_refused(tmp_path: Path) -> None:
+    """Started by mistake beside a running one, a second server would remove the first's
+    uploads being saved and queue again what it grades; it stops before touching anything."""
+    first = Server(tmp_path, course_toml(**{ASSIGNMENT_NAME: ""}))
+    token = first.add("ann")
+    first.start()
+    try:
+        ann = Client(first, token)
+        queued = ann.submit(ASSIGNMENT_NAME, ASSIGNMENT)
+        with socket.socket() as taken:  # so that a second server that went ahead stops at once
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            second = subprocess.run(
+                [sys.executable, "-m", "grader.cli", "serve", "--data", str(tmp_path),
+                 "--port", str(taken.getsockname()[1])], capture_output=True, text=True,
+                timeout=120)
+        assert second.returncode == 2 and "another `grader serve`" in second.stderr
+        assert ann.wait(queued)["state"] == "done"
+        assert len(first.uploads()) == 1
+    finally:
+        first.stop()
+
+
 def test_demo_refuses_a_real_course_s_data_folder(tmp_path: Path) -> None:
     """`--demo` pointed at a real course would put its instructor, token printed, on that
     course's roster (and give a new token to anyone there named like the demo's people)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -40,6 +42,20 @@ def _remove_orphans(data: Path, store: Store) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _lock(data: Path) -> IO[bytes]:
+    """Hold the data folder for this server alone. A second server on it would delete the
+    uploads the first is saving (as orphans), and queue again what the first is grading."""
+    data.mkdir(parents=True, exist_ok=True)
+    lock = (data / "server.lock").open("ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise ConfigError(f"another `grader serve` is serving {data}: stop it first, or "
+                          "give this one another --data folder") from None
+    return lock
+
+
 def create_app(data: Path, config_path: Path | None = None) -> Starlette:
     """The server of the course whose records live in `data` (course.toml there by default).
 
@@ -48,6 +64,7 @@ def create_app(data: Path, config_path: Path | None = None) -> Starlette:
     """
     data = data.resolve()
     config, specs = load_config(config_path or data / CONFIG_NAME)
+    lock = _lock(data)
     (data / "uploads").mkdir(parents=True, exist_ok=True)
     store = Store(data / "server.sqlite")
     book = Gradebook(data / "gradebook.sqlite")
@@ -68,6 +85,7 @@ def create_app(data: Path, config_path: Path | None = None) -> Starlette:
                     exception_handlers={HTTPException: _problem_page})
     app.state.store, app.state.config, app.state.specs, app.state.queue = (
         store, config, specs, queue)
+    app.state.lock = lock  # held while the process lives
     app.state.plots = {}  # assignment -> (the counting submissions drawn, the PNG)
     app.add_middleware(LimitBody, max_bytes=config.max_upload_kib * 1024 + _FORM_OVERHEAD)
     app.add_middleware(SecurityHeaders)
