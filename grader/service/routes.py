@@ -184,7 +184,8 @@ async def assignment_page(request: Request) -> Response:
     student = current.user.id
     history = store.history(name, student)
     counting = counting_submission(history)
-    rows = [(s, store.queue_position(s.id)) for s in history]
+    positions = store.queue_positions()
+    rows = [(s, positions.get(s.id)) for s in history]
     deadline = _deadline(request, name, student, policy)
     closed = (policy.late == "closed" and deadline is not None
               and datetime.now(UTC) > deadline)
@@ -374,13 +375,14 @@ async def dashboard(request: Request) -> Response:
     for s in store.all_submissions(name, reports=False):
         by_student.setdefault(s.student, []).insert(0, s)
     counting = _counting_reports(store, name)
+    positions = store.queue_positions()
     rows = []
     for user in store.users("student"):
         history = by_student.get(user.id, [])
         latest = history[0] if history else None
         count = counting.get(user.id)
         deadline = extensions.get(user.id, policy.deadline)
-        status = pages.state_words(latest, store.queue_position(latest.id)) if latest else (
+        status = pages.state_words(latest, positions.get(latest.id)) if latest else (
             "no submission")
         link = (f'<a href="/submissions/{latest.id}">#{latest.id}</a> '
                 if latest else "")

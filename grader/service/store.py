@@ -81,11 +81,10 @@ _SCHEMA = [
 # The order of the queue: new submissions before regrades; then each student's turn, how many of
 # their own submissions are being graded or wait ahead (so one student's burst of slow notebooks
 # takes turns with everyone else's instead of holding every kernel); then arrival.
-_TURN = ("(SELECT count(*) FROM submissions o WHERE o.student = s.student AND o.id != s.id AND "
-         "(o.state = 'running' OR (o.state = 'queued' AND (o.regrade, o.queued_seq) < "
-         "(s.regrade, s.queued_seq))))")
-_QUEUED = (f"SELECT id, regrade, {_TURN} AS turn, queued_seq FROM submissions s "
-           "WHERE state = 'queued'")
+_QUEUE = ("WITH q AS (SELECT id, regrade, queued_seq, row_number() OVER (PARTITION BY student "
+          "ORDER BY regrade, queued_seq) - 1 + (SELECT count(*) FROM submissions r WHERE "
+          "r.student = s.student AND r.state = 'running') AS turn FROM submissions s WHERE "
+          "state = 'queued') SELECT id FROM q ORDER BY regrade, turn, queued_seq")
 
 # What a roster id may be: it names files in the downloads (a Gradescope zip, say).
 USER_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,63}")
@@ -351,17 +350,13 @@ class Store:
             "WHERE assignment = ? AND status = 'graded' GROUP BY student)", (assignment,))
         return {s.student: s for s in map(_submission, rows)}
 
+    def queue_positions(self) -> dict[int, int]:
+        """Every waiting submission's place in the queue, 1 for the next to be graded."""
+        return {row[0]: place for place, row in enumerate(self._db.execute(_QUEUE), start=1)}
+
     def queue_position(self, submission_id: int) -> int | None:
         """1 for the next submission to be graded; none unless it waits."""
-        row = self._db.execute("SELECT state, regrade, queued_seq FROM submissions WHERE id = ?",
-                               (submission_id,)).fetchone()
-        if row is None or row[0] != "queued":
-            return None
-        (ahead,) = self._db.execute(
-            f"WITH q AS ({_QUEUED}) SELECT count(*) FROM q, q AS me WHERE me.id = ? AND "
-            "(q.regrade, q.turn, q.queued_seq) < (me.regrade, me.turn, me.queued_seq)",
-            (submission_id,)).fetchone()
-        return ahead + 1
+        return self.queue_positions().get(submission_id)
 
     def waiting(self) -> int:
         """Submissions queued or being graded."""
@@ -372,9 +367,7 @@ class Store:
         """The next submission to grade, marked running: students' new ones before regrades,
         each student's in turn with everyone else's."""
         with self._transaction():
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM submissions s WHERE state = 'queued' "
-                f"ORDER BY regrade, {_TURN}, queued_seq LIMIT 1").fetchone()
+            row = self._db.execute(f"{_QUEUE} LIMIT 1").fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE submissions SET state = 'running', started_at = ? "
