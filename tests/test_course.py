@@ -128,3 +128,17 @@ def test_a_course_beside_the_submission_is_never_the_one_used(tmp_path, elsewher
     assert main(["check", str(notebook), "--json"]) == 0
     assert f"from {installed_course().describe()}" in capsys.readouterr().err
     assert not planted.exists()
+
+
+def test_a_notebook_cannot_name_a_spec_file_for_its_own_check(tmp_path, elsewhere, capsys):
+    """A spec is trusted code (its expressions run in the grader's process): the assignment a
+    notebook's metadata names is taken only as a name, never as a path to a spec it brought."""
+    theirs = _course(tmp_path / "theirs", "derivative_calculation")
+    notebook = submission(tmp_path)
+    nb = json.loads(notebook.read_text())
+    for named in (str(theirs / "assignments" / "derivative_calculation.toml"),
+                  "../theirs/assignments/derivative_calculation"):
+        nb["metadata"]["grader"] = {"assignment": named}
+        notebook.write_text(json.dumps(nb))
+        assert main(["check", str(notebook)]) == 2
+        assert "--assignment is required" in capsys.readouterr().err
