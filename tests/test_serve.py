@@ -294,6 +294,27 @@ def test_a_sibling_site_cannot_sign_a_student_into_another_account(server: Serve
     assert own.status_code == 303 and "grader_session" in victim.cookies
 
 
+def test_a_notebook_graded_by_the_server_reads_none_of_its_records(
+        server: Server, graded: dict[str, int], tmp_path: Path) -> None:
+    """Other students' uploads (to copy), the gradebook (its secret draws every student's hidden
+    cases) and the server's records lie on the grading machine: a kernel reads none of them."""
+    records = [server.data / "gradebook.sqlite", server.data / "server.sqlite",
+               *server.uploads()]
+    assert any("uploads" in str(p) for p in records)
+    # delta2 is right only where one of these files could be read.
+    body = (f"for p in {[str(p) for p in records]!r}:\n"
+            "    try:\n"
+            "        open(p, 'rb').read(1)\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    return (y_hat - y) * sigmoid_prime(z2)\n"
+            "return (y - y_hat) * sigmoid_prime(z2)")
+    dan = Client(server, server.add("dan"))
+    done = dan.wait(dan.submit(ASSIGNMENT_NAME, submission(tmp_path, "dan",
+                                                           bodies={"delta2": body})))
+    assert done["status"] == "graded" and done["score"] < done["max_score"]
+
+
 def test_uploads_sent_at_once_cannot_overdraw_the_bucket(server: Server) -> None:
     """Eight uploads racing on a bucket of three: three are taken, five refused."""
     cat = server.add("cat")
