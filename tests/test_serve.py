@@ -202,6 +202,34 @@ def test_refused_uploads_leave_nothing_and_cost_nothing(server: Server, graded: 
     assert rows and rows[0][0] >= 2 - 1e-6
 
 
+def test_a_body_without_a_length_is_cut_off_at_the_limit(server: Server,
+                                                        graded: dict[str, int]) -> None:
+    """Sent in chunks, an upload announces no length: it is counted as it arrives and refused
+    once past the limit, never spooled whole."""
+    bob = Client(server, server.tokens["bob"])
+    before = server.uploads()
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+               + bob.csrf.encode() + b'\r\n--B\r\nContent-Disposition: form-data; '
+               b'name="notebook"; filename="hw.ipynb"\r\n\r\n')
+        for _ in range(64 * 1024):  # 64 MiB offered
+            sent += 1024
+            yield b" " * 1024
+        yield b"\r\n--B--\r\n"
+
+    try:
+        response = bob.http.post(f"/assignments/{ASSIGNMENT_NAME}/submit", content=body(),
+                                 headers={"content-type": "multipart/form-data; boundary=B"})
+        assert response.status_code == 413
+    except httpx.TransportError:
+        pass  # the server answered and closed while the rest was still being sent
+    assert sent < 16 * 1024 * 1024
+    assert server.uploads() == before
+
+
 def test_rate_limit_refuses_past_the_bucket(server: Server, tmp_path: Path) -> None:
     """Closed assignments refuse without spending; after an extension, the bucket decides."""
     ann = Client(server, server.tokens["ann"])

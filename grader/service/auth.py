@@ -124,8 +124,11 @@ class LimitBody:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = f"{self.max_bytes // 1024} KiB"
+        # Closing the connection stops the rest at once; kept open, it would be read (and
+        # dropped) for as long as the client keeps sending.
         response = Response(f"The upload is too large: the limit is about {limit}.\n",
-                            status_code=413, media_type="text/plain")
+                            status_code=413, media_type="text/plain",
+                            headers={"connection": "close"})
         await response(scope, receive, send)
 
 
