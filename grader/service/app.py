@@ -97,8 +97,13 @@ async def _problem_page(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 303:
         return Response(status_code=303, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if request.method == "POST":
+        # A form refused before its body was read (a visitor signed out, say): closing the
+        # connection stops the rest, which would otherwise be read for as long as it is sent.
+        headers["connection"] = "close"
     return HTMLResponse(pages.problem(f"Error {exc.status_code}", exc.detail),
-                        status_code=exc.status_code, headers=exc.headers)
+                        status_code=exc.status_code, headers=headers)
 
 
 def serve(data: Path, config_path: Path | None, host: str, port: int) -> None:
