@@ -341,7 +341,7 @@ def _assignment_in_metadata(notebook: Path) -> str | None:
     try:
         meta = json.loads(notebook.read_text(encoding="utf-8")).get("metadata", {})
         name = meta.get("grader", {}).get("assignment")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
     return name if isinstance(name, str) and name.isidentifier() else None
 

@@ -85,7 +85,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                   grader_version=__version__, max_score=spec.max_score, sandbox=sandbox,
                   mode="public" if public else "full")
     try:
-        nb = load_notebook(path)
+        # Off the event loop, where the kernels graded beside this one keep their deadlines:
+        # validating a notebook of tens of thousands of cells takes about a second.
+        nb = await asyncio.to_thread(load_notebook, path)
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)

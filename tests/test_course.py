@@ -110,3 +110,35 @@ def test_check_grades_in_full_where_the_course_has_its_answer_key(tmp_path, else
     assert json.loads(captured.out)["mode"] == "full"
     assert (f"from course {ROOT} (from --course); full mode (with the answer key)"
             in captured.err)
+
+
+def test_a_course_beside_the_submission_is_never_the_one_used(tmp_path, elsewhere, capsys):
+    """A student's folder holding assignments/ and solutions/ of their own making, next to
+    their notebook: checked from elsewhere, the installed course grades it, and the planted
+    answer key (code the grader would run in its own process) never runs."""
+    theirs = _course(tmp_path / "unpacked", "derivative_calculation")
+    (theirs / "solutions").mkdir()
+    planted = tmp_path / "planted-ran"
+    reference = json.loads((ROOT / "solutions" / "derivative_calculation.ipynb").read_text())
+    reference["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [],
+                               "execution_count": None,
+                               "source": f"open({str(planted)!r}, 'w').close()"})
+    (theirs / "solutions" / "derivative_calculation.ipynb").write_text(json.dumps(reference))
+    notebook = submission(theirs)
+    assert main(["check", str(notebook), "--json"]) == 0
+    assert f"from {installed_course().describe()}" in capsys.readouterr().err
+    assert not planted.exists()
+
+
+def test_a_notebook_cannot_name_a_spec_file_for_its_own_check(tmp_path, elsewhere, capsys):
+    """A spec is trusted code (its expressions run in the grader's process): the assignment a
+    notebook's metadata names is taken only as a name, never as a path to a spec it brought."""
+    theirs = _course(tmp_path / "theirs", "derivative_calculation")
+    notebook = submission(tmp_path)
+    nb = json.loads(notebook.read_text())
+    for named in (str(theirs / "assignments" / "derivative_calculation.toml"),
+                  "../theirs/assignments/derivative_calculation"):
+        nb["metadata"]["grader"] = {"assignment": named}
+        notebook.write_text(json.dumps(nb))
+        assert main(["check", str(notebook)]) == 2
+        assert "--assignment is required" in capsys.readouterr().err

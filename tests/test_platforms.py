@@ -52,14 +52,18 @@ def gradescope(bundle, tmp_path_factory):
     env = _install(next((root / "source").glob("*.whl")),
                    tmp_path_factory.mktemp("site")) | {"AUTOGRADER_ROOT": str(root)}
 
-    def run(files: dict[str, bytes], **extra: str) -> dict:
+    def run(files: dict[str, bytes | Path], inside_submission: bool = False, **extra: str
+            ) -> dict:
         shutil.rmtree(root / "submission", ignore_errors=True)
         (root / "submission").mkdir()
         for name, data in files.items():
-            (root / "submission" / name).write_bytes(data)
+            if isinstance(data, Path):
+                (root / "submission" / name).symlink_to(data)
+            else:
+                (root / "submission" / name).write_bytes(data)
         shutil.rmtree(root / "results", ignore_errors=True)
         subprocess.run(["bash", str(root / "run_autograder")], env=env | extra, check=True,
-                       cwd=root, timeout=600)
+                       cwd=root / "submission" if inside_submission else root, timeout=600)
         results = json.loads((root / "results" / "results.json").read_text())
         jsonschema.Draft202012Validator(GRADESCOPE).validate(results)
         return results
@@ -115,6 +119,57 @@ def test_what_cannot_be_graded_still_gets_results_saying_why(gradescope, files, 
     assert says in results["output"].lower()
 
 
+# A module named like one the grader imports, which writes full marks and stops the grader.
+FORGED_JSON = b"""import os, pathlib
+gradescope = os.environ.get("AUTOGRADER_ROOT")
+root = pathlib.Path(gradescope or os.environ["GRADE_ROOT"])
+(root / "results").mkdir(exist_ok=True)
+(root / "results" / "results.json").write_text(
+    '{"score": 100, "output": "forged", "tests": []}' if gradescope else
+    '{"gradable": true, "score": 1, "output": "forged", "tests": []}')
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("platform", ["gradescope", "prairielearn"])
+def test_files_submitted_beside_the_notebook_are_never_imported_by_the_grader(platform, request):
+    """A platform may start its script in the submission folder; a submitted json.py must not
+    stand in for the module of that name in the grader's own process."""
+    run = request.getfixturevalue(platform)
+    results = run({"json.py": FORGED_JSON}, inside_submission=True)
+    assert results.get("output") != "forged"
+    assert results.get("score", 0) == 0 and not results.get("gradable")
+
+
+def test_a_notebook_cannot_read_the_answer_key_in_the_bundle(gradescope, tmp_path):
+    """The bundle holds the reference notebook and the spec beside the submission: a notebook
+    that reads either to answer right earns nothing from it."""
+    course = gradescope.root / "source" / "course"
+    secrets = [course / "solutions" / f"{NAME}.ipynb", course / "assignments" / f"{NAME}.toml"]
+    assert all(p.is_file() for p in secrets)
+    # delta2 is right only where a secret file could be read.
+    body = (f"for p in {[str(p) for p in secrets]!r}:\n"
+            "    try:\n"
+            "        open(p).read()\n"
+            "    except OSError:\n"
+            "        return (y - y_hat) * sigmoid_prime(z2)\n"
+            "return (y_hat - y) * sigmoid_prime(z2)")
+    results = gradescope({"mine.ipynb": submission(tmp_path, bodies={"delta2": body})
+                          .read_bytes()})
+    delta2 = [t for t in results["tests"] if "delta2" in t["name"]]
+    assert delta2 and all(t["score"] < t["max_score"] for t in delta2)
+
+
+def test_a_link_to_the_reference_notebook_is_not_graded_as_the_submission(gradescope):
+    """A submission that is a link to the bundle's reference notebook (which the grader's own
+    process can read) would earn the reference's full marks."""
+    reference = gradescope.root / "source" / "course" / "solutions" / f"{NAME}.ipynb"
+    results = gradescope({"mine.ipynb": reference})
+    assert results["score"] == 0 and "mine.ipynb is a link" in results["output"]
+    # A link to its folder is not searched.
+    assert gradescope({"work": reference.parent})["score"] == 0
+
+
 def test_a_grader_that_cannot_start_still_writes_results(gradescope, tmp_path):
     results = gradescope({"mine.ipynb": submission(tmp_path).read_bytes()},
                          GRADER_PYTHON="/bin/false")
@@ -165,7 +220,7 @@ def prairielearn(tmp_path_factory):
     env = _install(next((out / "image").glob("*.whl")), tmp_path_factory.mktemp("site"))
     env |= {"GRADE_ROOT": str(root)}
 
-    def run(files: dict[str, bytes]) -> dict:
+    def run(files: dict[str, bytes], inside_submission: bool = False) -> dict:
         shutil.rmtree(root / "student", ignore_errors=True)
         (root / "student").mkdir()
         for name, data in files.items():
@@ -173,7 +228,8 @@ def prairielearn(tmp_path_factory):
         # As PrairieLearn does: chmod +x, then run, with the results folder not yet made.
         shutil.rmtree(root / "results", ignore_errors=True)
         script.chmod(0o755)
-        subprocess.run([str(script), *arguments], env=env, check=True, timeout=600)
+        subprocess.run([str(script), *arguments], env=env, check=True, timeout=600,
+                       cwd=root / "student" if inside_submission else None)
         results = json.loads((root / "results" / "results.json").read_text())
         jsonschema.Draft202012Validator(PRAIRIELEARN).validate(results)
         return results

@@ -7,11 +7,13 @@ import csv
 import io
 import json
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -170,6 +172,16 @@ def test_every_form_needs_its_csrf_token(server: Server, graded: dict[str, int],
     ("..\\escape.ipynb", None, 400, "plain name"),
     (".hidden.ipynb", None, 400, "plain name"),
     ("notes.txt", None, 400, "plain name"),
+    # 100 characters but 382 bytes: more than a file name may hold.
+    pytest.param("\U0001F600" * 94 + ".ipynb", None, 400, "plain name", id="382-byte-name"),
+    # A right-to-left override: the instructor would read "xbnpi.png".
+    ("x\u202egnp.ipynb", None, 400, "plain name"),
+    ("hw.ipynb", b"\xff\xfe" + ASSIGNMENT.read_bytes(), 400, "not UTF-8"),
+    # 400 kB that nest deeper than any JSON parser recurses.
+    ("hw.ipynb", b'{"nbformat": 4, "x": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", 400,
+     "nests its JSON too deeply"),
+    # An integer longer than Python converts from text.
+    ("hw.ipynb", b'{"nbformat": 4, "x": ' + b"9" * 5000 + b"}", 400, "not JSON a notebook holds"),
 ])
 def test_refused_uploads_leave_nothing_and_cost_nothing(server: Server, graded: dict[str, int],
                                                         filename: str,
@@ -188,6 +200,36 @@ def test_refused_uploads_leave_nothing_and_cost_nothing(server: Server, graded: 
     with sqlite3.connect(server.data / "server.sqlite") as db:
         rows = db.execute("SELECT tokens FROM buckets WHERE student = 'bob'").fetchall()
     assert rows and rows[0][0] >= 2 - 1e-6
+
+
+@pytest.mark.parametrize("who", ["bob", None])
+def test_a_body_without_a_length_is_cut_off_at_the_limit(server: Server, graded: dict[str, int],
+                                                        who: str | None) -> None:
+    """Sent in chunks, an upload announces no length: it is counted as it arrives and refused
+    once past the limit, never spooled whole; signed out, it is refused before it is read, and
+    the rest is not read either."""
+    bob = Client(server, server.tokens[who] if who else None)
+    before = server.uploads()
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield (b'--B\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+               + bob.csrf.encode() + b'\r\n--B\r\nContent-Disposition: form-data; '
+               b'name="notebook"; filename="hw.ipynb"\r\n\r\n')
+        for _ in range(64 * 1024):  # 64 MiB offered
+            sent += 1024
+            yield b" " * 1024
+        yield b"\r\n--B--\r\n"
+
+    try:
+        response = bob.http.post(f"/assignments/{ASSIGNMENT_NAME}/submit", content=body(),
+                                 headers={"content-type": "multipart/form-data; boundary=B"})
+        assert response.status_code == (413 if who else 403)
+    except httpx.TransportError:
+        pass  # the server answered and closed while the rest was still being sent
+    assert sent < 16 * 1024 * 1024
+    assert server.uploads() == before
 
 
 def test_rate_limit_refuses_past_the_bucket(server: Server, tmp_path: Path) -> None:
@@ -243,6 +285,76 @@ def test_cookies_are_http_only_and_same_site(server: Server) -> None:
     for response in (login, signed):
         cookie = response.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "secure" not in cookie
+
+
+def test_a_session_ends_on_the_server_and_is_never_one_the_browser_brought(
+        server: Server) -> None:
+    """Sign-out ends the session for a copied cookie too; a session key planted in the
+    browser before sign-in (fixation) is replaced, never adopted."""
+    planted = "planted-by-someone-else"
+    ann = Client(server)
+    ann.http.cookies.set("grader_session", planted, domain="127.0.0.1")
+    ann.sign_in(server.tokens["ann"])
+    key = ann.http.cookies.get("grader_session")
+    assert key and key != planted
+    thief = httpx.Client(base_url=server.url, cookies={"grader_session": key})
+    assert thief.get("/assignments").status_code == 200
+    assert ann.post("/logout").status_code == 303
+    assert thief.get("/assignments").status_code == 303  # sent to sign in
+    assert thief.post(f"/assignments/{ASSIGNMENT_NAME}/submit").status_code == 403
+
+
+def test_a_sibling_site_cannot_sign_a_student_into_another_account(server: Server) -> None:
+    """Login CSRF: a page on a sibling subdomain sets its own sign-in cookie here (a parent
+    domain cookie) and posts the matching form with its author's token; SameSite lets that
+    through, so the server must read who sent it."""
+    mallory = Client(server)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', mallory.http.get("/login").text).group(1)
+    victim = httpx.Client(base_url=server.url, cookies={"grader_signin": csrf})
+    form = {"csrf": csrf, "token": server.tokens["bob"]}
+    for sender in ("same-site", "cross-site"):
+        tossed = victim.post("/login", data=form, headers={"sec-fetch-site": sender})
+        assert tossed.status_code == 403 and "grader_session" not in victim.cookies, sender
+    # Every other form says the same to another site, even with a good token.
+    ann = Client(server, server.tokens["ann"])
+    assert ann.http.post("/logout", data={"csrf": ann.csrf},
+                         headers={"sec-fetch-site": "same-site"}).status_code == 403
+    # The server's own page, as a browser sends it.
+    own = victim.post("/login", data=form, headers={"sec-fetch-site": "same-origin"})
+    assert own.status_code == 303 and "grader_session" in victim.cookies
+
+
+def test_a_notebook_graded_by_the_server_reads_none_of_its_records(
+        server: Server, graded: dict[str, int], tmp_path: Path) -> None:
+    """Other students' uploads (to copy), the gradebook (its secret draws every student's hidden
+    cases) and the server's records lie on the grading machine: a kernel reads none of them."""
+    records = [server.data / "gradebook.sqlite", server.data / "server.sqlite",
+               *server.uploads()]
+    assert any("uploads" in str(p) for p in records)
+    # delta2 is right only where one of these files could be read.
+    body = (f"for p in {[str(p) for p in records]!r}:\n"
+            "    try:\n"
+            "        open(p, 'rb').read(1)\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    return (y_hat - y) * sigmoid_prime(z2)\n"
+            "return (y - y_hat) * sigmoid_prime(z2)")
+    dan = Client(server, server.add("dan"))
+    done = dan.wait(dan.submit(ASSIGNMENT_NAME, submission(tmp_path, "dan",
+                                                           bodies={"delta2": body})))
+    assert done["status"] == "graded" and done["score"] < done["max_score"]
+
+
+def test_uploads_sent_at_once_cannot_overdraw_the_bucket(server: Server) -> None:
+    """Eight uploads racing on a bucket of three: three are taken, five refused."""
+    cat = server.add("cat")
+    clients = [Client(server, cat) for _ in range(8)]
+    handout = ASSIGNMENT.read_bytes()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        statuses = list(pool.map(lambda c: c.upload(ASSIGNMENT_NAME, handout).status_code,
+                                 clients))
+    assert sorted(statuses) == [303] * 3 + [429] * 5
+    assert len(server.store().history(ASSIGNMENT_NAME, "cat")) == 3
 
 
 def test_instructor_dashboard_downloads_and_regrade(server: Server,
@@ -317,6 +429,30 @@ def test_queue_takes_new_submissions_before_regrades(tmp_path: Path) -> None:
     assert store.claim() is None
 
 
+def test_one_students_burst_takes_turns_with_the_others(tmp_path: Path) -> None:
+    """Five slow notebooks from one student do not hold every kernel while another waits."""
+    store = Store(tmp_path / "server.sqlite")
+    for student in ("flood", "s2", "s3"):
+        store.add_user(student, student, "student")
+
+    def add(student: str) -> int:
+        return store.add_submission(student=student, assignment="a", filename="n.ipynb",
+                                    folder=f"a/{student}{len(store.folders())}",
+                                    content_hash="h", deadline=None, late=False,
+                                    multiplier=1, capacity=9, refill_s=60)
+
+    burst = [add("flood") for _ in range(5)]
+    assert store.claim().id == burst[0]  # being graded: the rest of the burst waits behind it
+    s2 = add("s2")
+    assert store.queue_position(s2) == 1
+    s3 = add("s3")
+    assert store.queue_position(s3) == 2  # behind s2 only: the burst has a kernel already
+    assert store.queue_position(burst[1]) == 3
+    assert [store.claim().id for _ in range(3)] == [s2, s3, burst[1]]
+    assert [store.queue_position(i) for i in burst[2:]] == [1, 2, 3]
+    assert [store.claim().id for _ in range(3)] == burst[2:]
+
+
 def _report():
     from grader.report import Report
 
@@ -371,14 +507,25 @@ def test_cookies_are_secure_behind_https(tmp_path: Path) -> None:
         # Plain http here, so the client would not send a Secure cookie back: sent by hand.
         http = Client(server).http
         page = http.get("/login")
-        signin = page.cookies["grader_signin"]
+        # __Host-: a browser takes it only from this host, never set for a parent domain by a
+        # sibling subdomain's page (a session tossed in would sign a student in as another).
+        signin = page.cookies["__Host-grader_signin"]
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-        signed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
+        tossed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
                             cookies={"grader_signin": signin})
+        assert tossed.status_code == 403
+        signed = httpx.post(f"{server.url}/login", data={"csrf": csrf, "token": token},
+                            cookies={"__Host-grader_signin": signin})
         assert signed.status_code == 303
+        session = signed.cookies["__Host-grader_session"]
+        assert httpx.get(f"{server.url}/assignments",
+                         cookies={"grader_session": session}).status_code == 303
+        assert httpx.get(f"{server.url}/assignments",
+                         cookies={"__Host-grader_session": session}).status_code == 200
         for response in (page, signed):
             cookie = response.headers["set-cookie"].lower()
             assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+            assert cookie.startswith("__host-") and "domain" not in cookie
     finally:
         server.stop()
 
@@ -510,6 +657,46 @@ def test_demo_prints_tokens_that_sign_in(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(60)
+
+
+def test_a_second_server_on_the_same_data_is_refused(tmp_path: Path) -> None:
+    """Started by mistake beside a running one, a second server would remove the first's
+    uploads being saved and queue again what it grades; it stops before touching anything."""
+    first = Server(tmp_path, course_toml(**{ASSIGNMENT_NAME: ""}))
+    token = first.add("ann")
+    first.start()
+    try:
+        ann = Client(first, token)
+        queued = ann.submit(ASSIGNMENT_NAME, ASSIGNMENT)
+        with socket.socket() as taken:  # so that a second server that went ahead stops at once
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            second = subprocess.run(
+                [sys.executable, "-m", "grader.cli", "serve", "--data", str(tmp_path),
+                 "--port", str(taken.getsockname()[1])], capture_output=True, text=True,
+                timeout=120)
+        assert second.returncode == 2 and "another `grader serve`" in second.stderr
+        assert ann.wait(queued)["state"] == "done"
+        assert len(first.uploads()) == 1
+    finally:
+        first.stop()
+
+
+def test_demo_refuses_a_real_course_s_data_folder(tmp_path: Path) -> None:
+    """`--demo` pointed at a real course would put its instructor, token printed, on that
+    course's roster (and give a new token to anyone there named like the demo's people)."""
+    server = Server(tmp_path, course_toml(derivative_calculation="submissions = 3"))
+    token = server.add("prof", instructor=True)
+    with socket.socket() as taken:  # so that a server that went ahead stops at once
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = subprocess.run([sys.executable, "-m", "grader.cli", "serve", "--demo", "--data",
+                               str(tmp_path), "--port", str(taken.getsockname()[1])],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "not the demo" in done.stderr
+    assert "ada" not in done.stdout and "token" not in done.stdout
+    store = server.store()
+    assert [u.id for u in store.users()] == ["prof"] and store.sign_in(token) is not None
 
 
 def test_a_course_without_its_answer_key_is_refused_before_serving(tmp_path: Path) -> None:

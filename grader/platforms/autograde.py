@@ -70,7 +70,12 @@ def the_notebook(folder: Path) -> Path:
         names = ", ".join(p.relative_to(folder).as_posix() for p in found[:5])
         raise NoNotebook(f"{len(found)} notebooks were submitted ({names}): submit exactly one, "
                          "so that it is clear which one is graded.")
-    return found[0]
+    # A link is read by the grader's own process, which can read the reference notebook.
+    notebook = found[0]
+    if notebook.is_symlink() or not notebook.resolve().is_relative_to(folder.resolve()):
+        raise NoNotebook(f"{notebook.relative_to(folder).as_posix()} is a link, not a file: "
+                         "submit the notebook itself.")
+    return notebook
 
 
 def results_for(platform: Platform, root: Path, course: Path, assignment: str, sandbox: str,

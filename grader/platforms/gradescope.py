@@ -66,7 +66,8 @@ ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 PYTHON="${{GRADER_PYTHON:-$ROOT/venv/bin/python}}"
 mkdir -p "$ROOT/results"
 rm -f "$ROOT/results/results.json"
-"$PYTHON" -m grader.platforms.autograde gradescope --root "$ROOT" \\
+# -P: the folder this runs in, perhaps the student's, is never searched for modules.
+"$PYTHON" -P -m grader.platforms.autograde gradescope --root "$ROOT" \\
     --course "$ROOT/source/course" --assignment {assignment} --sandbox {sandbox} \\
     --hidden {hidden}
 status=$?

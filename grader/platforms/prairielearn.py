@@ -50,7 +50,9 @@ PYTHON="${GRADER_PYTHON:-python3}"
 HERE="$ROOT/serverFilesCourse/backprop_grader"
 mkdir -p "$ROOT/results"
 rm -f "$ROOT/results/results.json"
-"$PYTHON" -m grader.platforms.autograde prairielearn --root "$ROOT" --course "$HERE/course" \\
+# -P: the folder this runs in, perhaps the student's, is never searched for modules.
+"$PYTHON" -P -m grader.platforms.autograde prairielearn --root "$ROOT" \\
+    --course "$HERE/course" \\
     --assignment "${1:?usage: run.sh ASSIGNMENT}" --sandbox "${GRADER_SANDBOX:-auto}"
 status=$?
 if [ ! -s "$ROOT/results/results.json" ]; then

@@ -29,6 +29,11 @@ def load_notebook(path: Path) -> nbformat.NotebookNode:
     except json.JSONDecodeError as exc:
         raise UnreadableNotebook(f"the file is not valid JSON ({exc.msg}: line {exc.lineno}, "
                                  f"column {exc.colno})") from None
+    except RecursionError:
+        # A few bytes per level: a small file can nest deeper than any parser recurses.
+        raise UnreadableNotebook("the file nests its JSON too deeply to be a notebook") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise UnreadableNotebook(f"the file is not JSON a notebook holds ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("nbformat"), int):
         raise UnreadableNotebook("the file is JSON but not a Jupyter notebook (no nbformat field)")
     try:

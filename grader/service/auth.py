@@ -19,6 +19,13 @@ SESSION_COOKIE = "grader_session"
 SIGNIN_COOKIE = "grader_signin"
 
 
+def cookie_name(request: Request, name: str) -> str:
+    """A cookie's name: behind https, with the __Host- prefix, so that browsers take it only
+    from this host, never from a sibling subdomain's page setting it for the parent domain
+    (which would sign a student into the page author's account: a tossed session cookie)."""
+    return f"__Host-{name}" if request.app.state.config.https else name
+
+
 def set_cookie(response: Response, name: str, value: str, secure: bool, max_age: int) -> None:
     """A cookie no script can read and no other site's form sends."""
     response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict",
@@ -34,7 +41,7 @@ def session(request: Request, role: Role | None = None) -> Session:
     """The signed-in user of a request (of `role` when given): else a page that sends a
     browser to sign in (303) or refuses (403)."""
     store: Store = request.app.state.store
-    key = request.cookies.get(SESSION_COOKIE)
+    key = request.cookies.get(cookie_name(request, SESSION_COOKIE))
     found = store.session(key) if key else None
     if found is None:
         if request.method == "GET":
@@ -50,8 +57,23 @@ def same_token(given: object, expected: str) -> bool:
     return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def from_this_site(request: Request) -> None:
+    """Refuse (403) a form a browser says another site sent, a sibling subdomain included.
+
+    The sign-in form's token is a cookie's value, and a page on a sibling subdomain (student
+    pages on the same university domain, say) can set a cookie for this one and is same-site,
+    so SameSite lets its post through: it could sign a student into the page author's account,
+    whose submissions they would then make. Browsers name the sender in Sec-Fetch-Site.
+    """
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "This form was sent from another site: open this server's own "
+                                 "page and try again.")
+
+
 async def checked_form(request: Request, current: Session) -> FormData:
-    """The request's form, once its CSRF token matches the session's (else 403)."""
+    """The request's form, once it comes from this site and its CSRF token matches the
+    session's (else 403)."""
+    from_this_site(request)
     form = await request.form(max_files=1, max_fields=10)
     if not same_token(form.get("csrf"), current.csrf):
         await form.close()
@@ -102,8 +124,11 @@ class LimitBody:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = f"{self.max_bytes // 1024} KiB"
+        # Closing the connection stops the rest at once; kept open, it would be read (and
+        # dropped) for as long as the client keeps sending.
         response = Response(f"The upload is too large: the limit is about {limit}.\n",
-                            status_code=413, media_type="text/plain")
+                            status_code=413, media_type="text/plain",
+                            headers={"connection": "close"})
         await response(scope, receive, send)
 
 

@@ -128,9 +128,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"the server needs the optional packages of backprop-grader[server] "
                          f"(pip install 'backprop-grader[server]'): {exc}") from None
     if args.demo:
+        people = make_demo(args.data)
         print(f"Demo course in {args.data.resolve()}; sign in at http://{args.host}:"
               f"{args.port}/login with one of these tokens:")
-        for user_id, role, token in make_demo(args.data):
+        for user_id, role, token in people:
             print(f"  {user_id:6} {role:11} {token}", flush=True)
     serve(args.data, args.config, args.host, args.port, args.cluster)
     return 0

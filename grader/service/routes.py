@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import unicodedata
 import uuid
 import zipfile
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ from grader.service.auth import (
     SESSION_COOKIE,
     SIGNIN_COOKIE,
     checked_form,
+    cookie_name,
+    from_this_site,
     new_signin_token,
     same_token,
     session,
@@ -50,6 +53,9 @@ from grader.spec import AssignmentSpec
 
 # An uploaded file's name: a plain name ending .ipynb, nothing that could name a folder.
 _NOTEBOOK_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,93}\.ipynb")
+# A file name is at most 255 bytes, and the upload is first written under a longer temporary
+# name: 100 characters of 4 bytes each would not fit.
+_NAME_BYTES = 200
 # Drawing the class summary takes a second and matplotlib is not thread-safe: one at a time.
 _PLOT_LOCK = asyncio.Lock()
 
@@ -103,13 +109,15 @@ async def home(request: Request) -> Response:
 async def login_page(request: Request) -> Response:
     token = new_signin_token()
     response = _html(pages.sign_in(token))
-    set_cookie(response, SIGNIN_COOKIE, token, _config(request).https, 3600)
+    set_cookie(response, cookie_name(request, SIGNIN_COOKIE), token, _config(request).https,
+               3600)
     return response
 
 
 async def login(request: Request) -> Response:
+    from_this_site(request)
     form = await request.form(max_files=0, max_fields=4)
-    expected = request.cookies.get(SIGNIN_COOKIE, "")
+    expected = request.cookies.get(cookie_name(request, SIGNIN_COOKIE), "")
     if not expected or not same_token(form.get("csrf"), expected):
         raise HTTPException(403, "The sign-in form is out of date: reload the page.")
     token = form.get("token")
@@ -117,21 +125,25 @@ async def login(request: Request) -> Response:
     if found is None:
         fresh = new_signin_token()
         response = _html(pages.sign_in(fresh, "That token is not on the roster."), 401)
-        set_cookie(response, SIGNIN_COOKIE, fresh, _config(request).https, 3600)
+        set_cookie(response, cookie_name(request, SIGNIN_COOKIE), fresh,
+                   _config(request).https, 3600)
         return response
     key, current = found
     response = RedirectResponse("/instructor" if current.user.role == "instructor"
                                 else "/assignments", 303)
-    set_cookie(response, SESSION_COOKIE, key, _config(request).https, SESSION_SECONDS)
-    response.delete_cookie(SIGNIN_COOKIE, path="/", httponly=True, samesite="strict")
+    set_cookie(response, cookie_name(request, SESSION_COOKIE), key, _config(request).https,
+               SESSION_SECONDS)
+    response.delete_cookie(cookie_name(request, SIGNIN_COOKIE), path="/", httponly=True,
+                           samesite="strict", secure=_config(request).https)
     return response
 
 
 async def logout(request: Request) -> Response:
     await checked_form(request, session(request))
-    _store(request).sign_out(request.cookies[SESSION_COOKIE])
+    _store(request).sign_out(request.cookies[cookie_name(request, SESSION_COOKIE)])
     response = RedirectResponse("/login", 303)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(cookie_name(request, SESSION_COOKIE), path="/", httponly=True,
+                           samesite="strict", secure=_config(request).https)
     return response
 
 
@@ -172,7 +184,8 @@ async def assignment_page(request: Request) -> Response:
     student = current.user.id
     history = store.history(name, student)
     counting = counting_submission(history)
-    rows = [(s, store.queue_position(s.id)) for s in history]
+    positions = store.queue_positions()
+    rows = [(s, positions.get(s.id)) for s in history]
     deadline = _deadline(request, name, student, policy)
     closed = (policy.late == "closed" and deadline is not None
               and datetime.now(UTC) > deadline)
@@ -202,10 +215,10 @@ async def submit(request: Request) -> Response:
         if not isinstance(upload, UploadFile) or not upload.filename:
             return _refuse(400, "Choose a notebook file to submit.", current, spec.title)
         filename = upload.filename
-        if not _NOTEBOOK_NAME.fullmatch(filename):
+        if not _plain_name(filename):
             return _refuse(400, "The file name must be a plain name ending in .ipynb (no "
-                           "folders, not starting with a dot, at most 100 characters).",
-                           current, spec.title)
+                           "folders, not starting with a dot, at most 100 characters, no "
+                           "control or formatting characters).", current, spec.title)
         limit = _config(request).max_upload_kib * 1024
         data = await upload.read(limit + 1)
         if len(data) > limit:
@@ -222,8 +235,9 @@ async def submit(request: Request) -> Response:
     folder = f"{name}/{uuid.uuid4().hex}"
     path = queue.data / "uploads" / folder / filename
     try:
-        _save(path, data)
-        load_notebook(path)
+        # Off the event loop: syncing to disk, and validating a notebook of tens of thousands
+        # of cells (about a second), would stall every other request meanwhile.
+        await asyncio.to_thread(_save_checked, path, data)
     except UnreadableNotebook as exc:
         shutil.rmtree(path.parent, ignore_errors=True)
         return _refuse(400, f"This file is not a notebook that can be graded: {exc}", current,
@@ -249,6 +263,21 @@ async def submit(request: Request) -> Response:
         return response
     queue.wake()
     return RedirectResponse(f"/submissions/{added}", 303)
+
+
+def _save_checked(path: Path, data: bytes) -> None:
+    """Save an upload, then read it as the grader will (UnreadableNotebook if it cannot)."""
+    _save(path, data)
+    load_notebook(path)
+
+
+def _plain_name(filename: str) -> bool:
+    """A name that can be saved as given and shown as it is: no folder, no control or format
+    character (a right-to-left override would make `x\u202egnp.ipynb` read as a picture)."""
+    return (_NOTEBOOK_NAME.fullmatch(filename) is not None
+            and len(filename.encode("utf-8", "surrogatepass")) <= _NAME_BYTES
+            and not any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
+                        for c in filename))
 
 
 def _save(path: Path, data: bytes) -> None:
@@ -346,13 +375,14 @@ async def dashboard(request: Request) -> Response:
     for s in store.all_submissions(name, reports=False):
         by_student.setdefault(s.student, []).insert(0, s)
     counting = _counting_reports(store, name)
+    positions = store.queue_positions()
     rows = []
     for user in store.users("student"):
         history = by_student.get(user.id, [])
         latest = history[0] if history else None
         count = counting.get(user.id)
         deadline = extensions.get(user.id, policy.deadline)
-        status = pages.state_words(latest, store.queue_position(latest.id)) if latest else (
+        status = pages.state_words(latest, positions.get(latest.id)) if latest else (
             "no submission")
         link = (f'<a href="/submissions/{latest.id}">#{latest.id}</a> '
                 if latest else "")

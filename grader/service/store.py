@@ -64,6 +64,7 @@ _SCHEMA = [
         finished_at  TEXT)""",
     "CREATE INDEX IF NOT EXISTS queue ON submissions (state, regrade, queued_seq)",
     "CREATE INDEX IF NOT EXISTS by_student ON submissions (assignment, student, id)",
+    "CREATE INDEX IF NOT EXISTS waiting_by_student ON submissions (student, state)",
     """CREATE TABLE IF NOT EXISTS buckets (
         assignment TEXT NOT NULL,
         student    TEXT NOT NULL,
@@ -76,6 +77,14 @@ _SCHEMA = [
         deadline   TEXT NOT NULL,
         PRIMARY KEY (assignment, student))""",
 ]
+
+# The order of the queue: new submissions before regrades; then each student's turn, how many of
+# their own submissions are being graded or wait ahead (so one student's burst of slow notebooks
+# takes turns with everyone else's instead of holding every kernel); then arrival.
+_QUEUE = ("WITH q AS (SELECT id, regrade, queued_seq, row_number() OVER (PARTITION BY student "
+          "ORDER BY regrade, queued_seq) - 1 + (SELECT count(*) FROM submissions r WHERE "
+          "r.student = s.student AND r.state = 'running') AS turn FROM submissions s WHERE "
+          "state = 'queued') SELECT id FROM q ORDER BY regrade, turn, queued_seq")
 
 # What a roster id may be: it names files in the downloads (a Gradescope zip, say).
 USER_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,63}")
@@ -341,17 +350,13 @@ class Store:
             "WHERE assignment = ? AND status = 'graded' GROUP BY student)", (assignment,))
         return {s.student: s for s in map(_submission, rows)}
 
+    def queue_positions(self) -> dict[int, int]:
+        """Every waiting submission's place in the queue, 1 for the next to be graded."""
+        return {row[0]: place for place, row in enumerate(self._db.execute(_QUEUE), start=1)}
+
     def queue_position(self, submission_id: int) -> int | None:
         """1 for the next submission to be graded; none unless it waits."""
-        row = self._db.execute("SELECT state, regrade, queued_seq FROM submissions WHERE id = ?",
-                               (submission_id,)).fetchone()
-        if row is None or row[0] != "queued":
-            return None
-        (ahead,) = self._db.execute(
-            "SELECT count(*) FROM submissions WHERE state = 'queued' AND "
-            "(regrade < ? OR (regrade = ? AND queued_seq < ?))", (row[1], row[1], row[2])
-        ).fetchone()
-        return ahead + 1
+        return self.queue_positions().get(submission_id)
 
     def waiting(self) -> int:
         """Submissions queued or being graded."""
@@ -359,11 +364,10 @@ class Store:
                                 ).fetchone()[0]
 
     def claim(self) -> Submission | None:
-        """The next submission to grade, marked running: students' new ones before regrades."""
+        """The next submission to grade, marked running: students' new ones before regrades,
+        each student's in turn with everyone else's."""
         with self._transaction():
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM submissions WHERE state = 'queued' "
-                "ORDER BY regrade, queued_seq LIMIT 1").fetchone()
+            row = self._db.execute(f"{_QUEUE} LIMIT 1").fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE submissions SET state = 'running', started_at = ? "
