@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--jobs", "-j", type=_positive_int, metavar="N",
                        help="submissions graded at once, one kernel each (default: the number "
                             "of CPUs)")
+    grade.add_argument("--kernels-ahead", type=_whole(0, "A count, 0 or more."), metavar="N",
+                       dest="ahead",
+                       help="kernels started ahead of the submissions that will take them, so "
+                            "that no CPU waits for an interpreter to start; each is used by one "
+                            "submission only (default: the number of CPUs; 0: start each "
+                            "submission's kernel when its grading begins)")
     grade.add_argument("--force", action="store_true",
                        help="grade every submission again, even those the gradebook holds a "
                             "report for")
@@ -265,7 +271,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     return grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
                        gradebook=args.gradebook, verbosity=verbosity,
-                       gradescope=args.format == "gradescope")
+                       gradescope=args.format == "gradescope", ahead=args.ahead)
 
 
 def _cmd_assign(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from grader.judge.reference import handout_namespace, reference_namespace
 from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
+from grader.run.pool import Kernel, KernelPool, discard, start_kernel
 from grader.run.sandbox import choose_sandbox
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
@@ -59,7 +60,8 @@ def _changed(f: FunctionSpec, contrast: ContrastCheck, case: Case, namespace: di
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
                          km_factory: KernelManagerFactory | None = None,
-                         sandbox: str = "none", public: bool = False) -> Report:
+                         sandbox: str = "none", public: bool = False,
+                         kernels: KernelPool | None = None) -> Report:
     """The report for one notebook file; an unreadable file gets an `invalid` report.
 
     Kernels start in the sandbox `limits.sandbox` asks for, chosen here (choose_sandbox), and
@@ -68,6 +70,9 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
 
     `public` grades without the answer key (a student's self-check); so does a course whose
     reference notebook is not installed.
+
+    `kernels` hands out kernels started ahead (grader.run.pool), made by its own factory;
+    without it, the kernel starts here, while the cases are made.
     """
     started = time.monotonic()
     if km_factory is None:
@@ -82,9 +87,25 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
-    namespace = handout_namespace(spec) if public else reference_namespace(spec)
+    # The kernel starts (or comes from the pool) now, while the cases are made and the
+    # reference is read, in a thread so that the kernel's start goes on meanwhile.
+    ready = asyncio.create_task(kernels.take() if kernels is not None
+                                else start_kernel(limits, km_factory, path))
     try:
-        cases = make_cases(spec, namespace, seed)
+        return await _grade(nb, path, spec, seed, limits, km_factory, public, common, started,
+                            ready)
+    finally:
+        await discard(ready)  # shut down unless the grading got to it (an error before)
+
+
+async def _grade(nb: NotebookNode, path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
+                 km_factory: KernelManagerFactory, public: bool, common: dict[str, Any],
+                 started: float, ready: asyncio.Task[Kernel]) -> Report:
+    """The report of a loaded notebook, graded in the kernel `ready` gives."""
+    namespace = await asyncio.to_thread(handout_namespace if public else reference_namespace,
+                                        spec)
+    try:
+        cases = await asyncio.to_thread(make_cases, spec, namespace, seed)
     except NotImplementedError:
         if not public:
             raise
@@ -139,7 +160,7 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                 for c in await asyncio.to_thread(planned, in_case_order(calls))]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,
-                                 then=second_calls)
+                                 then=second_calls, ready=ready)
     calls = in_case_order(observations.calls)
     # Off the event loop: judging one notebook (finite differences over every weight of a large
     # network, say) must not hold up the deadlines of the kernels graded beside it.
