@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +94,17 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                                 else start_kernel(limits, km_factory, path))
     try:
         return await _grade(nb, path, spec, seed, limits, km_factory, public, common, started,
-                            ready)
+                            ready, kernels.give_back if kernels is not None else Kernel.close)
     finally:
         await discard(ready)  # shut down unless the grading got to it (an error before)
 
 
 async def _grade(nb: NotebookNode, path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
                  km_factory: KernelManagerFactory, public: bool, common: dict[str, Any],
-                 started: float, ready: asyncio.Task[Kernel]) -> Report:
-    """The report of a loaded notebook, graded in the kernel `ready` gives."""
+                 started: float, ready: asyncio.Task[Kernel],
+                 give_back: Callable[[Kernel], Awaitable[None]]) -> Report:
+    """The report of a loaded notebook, graded in the kernel `ready` gives, which then goes to
+    `give_back`."""
     namespace = await asyncio.to_thread(handout_namespace if public else reference_namespace,
                                         spec)
     try:
@@ -160,7 +163,8 @@ async def _grade(nb: NotebookNode, path: Path, spec: AssignmentSpec, seed: int, 
                 for c in await asyncio.to_thread(planned, in_case_order(calls))]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,
-                                 then=second_calls, ready=ready)
+                                 then=second_calls, ready=ready,
+                                 give_back=give_back)
     calls = in_case_order(observations.calls)
     # Off the event loop: judging one notebook (finite differences over every weight of a large
     # network, say) must not hold up the deadlines of the kernels graded beside it.

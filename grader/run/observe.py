@@ -47,7 +47,9 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                   submission: Path | None = None,
                   then: Callable[[dict[str, list[Call]]], Awaitable[Sequence[CallPlan]]]
                   | None = None,
-                  ready: Awaitable[Kernel] | None = None) -> Observations:
+                  ready: Awaitable[Kernel] | None = None,
+                  give_back: Callable[[Kernel], Awaitable[None]] = Kernel.close
+                  ) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order.
 
     A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
@@ -55,7 +57,8 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
     with the limits and confinement the machine allows. `then`, awaited with the outcomes of
     every plan, returns more plans to carry out in the same kernel after them. `ready` gives
     the first kernel, started ahead (grader.run.pool), which this submission alone then uses;
-    without it, the first kernel starts here.
+    without it, the first kernel starts here. The kernel goes to `give_back` at the end (by
+    default: shut down now).
     """
     observations = Observations()
     kernel = await (ready if ready is not None else start_kernel(limits, km_factory, submission))
@@ -70,7 +73,7 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                              cells, alive)
         observations.output_dropped_bytes = session.dropped_bytes
     finally:
-        await kernel.close()
+        await give_back(kernel)
     return observations
 
 

@@ -108,6 +108,9 @@ class Kernel:
         if self._closed:
             return
         self._closed = True
+        await self._shut_down()
+
+    async def _shut_down(self) -> None:
         try:
             await self.session.stop()
         finally:
@@ -155,6 +158,7 @@ class KernelPool:
         self.size = max(size, 0)
         self._left = total
         self._starting: deque[asyncio.Task[Kernel]] = deque()
+        self._closing: set[asyncio.Task[None]] = set()
         self._open = False
 
     async def __aenter__(self) -> KernelPool:
@@ -169,6 +173,9 @@ class KernelPool:
             task.cancel()
         for task in tasks:
             await discard(task)
+        # Kernels given back are shut down before the pool is left, whatever happened.
+        while self._closing:
+            await asyncio.wait(list(self._closing))
 
     def _fill(self) -> None:
         while self._open and len(self._starting) < self.size and self._left != 0:
@@ -181,6 +188,16 @@ class KernelPool:
         """Wait until the kernel `take` would hand out next has started (or failed to)."""
         if self._starting:
             await asyncio.wait([self._starting[0]])
+
+    async def give_back(self, kernel: Kernel) -> None:
+        """Shut down a kernel its submission is done with, meanwhile the grading goes on: its
+        clean-up (a scan of /proc, cgroups that take a while to empty) keeps no one waiting."""
+        if kernel._closed:
+            return
+        kernel._closed = True  # from now on, closing it again does nothing
+        task = asyncio.create_task(kernel._shut_down())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def take(self) -> Kernel:
         """A started kernel no submission had before (the one started longest ago); the pool
