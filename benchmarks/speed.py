@@ -10,11 +10,11 @@ distinct), then measures in this one run, one row after another:
   long-lived service keeps them);
 - with --memory, the grader's peak RSS at N and at 4 N submissions.
 
-For each class row it prints the wall time as a ratio of plain nbclient's, and CPU-seconds per
-notebook two ways: the machine's busy time from /proc/stat around the row (what the machine
-paid, other users' work included), and the row's own processes (RUSAGE_CHILDREN: the grader and
-the kernels it reaped), which a loaded machine disturbs less. Rows are grader options, so a new
-way of starting kernels is one more `--row NAME=OPTIONS`:
+For each class row it prints the wall time as a ratio of plain nbclient's, the machine's busy
+CPU-seconds per notebook and its idle share, from /proc/stat around the row: what the machine
+paid, so other users' work on a shared machine counts too (the load average is printed beside
+each row). Rows are grader options, so a new way of starting kernels is one more
+`--row NAME=OPTIONS`:
 
     .venv/bin/python benchmarks/speed.py                       # N = 100
     .venv/bin/python benchmarks/speed.py -n 20 --check-runs 3  # a quick look
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import shlex
 import shutil
 import statistics
@@ -35,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,12 +82,11 @@ def build_class(folder: Path, n: int) -> list[Path]:
 @dataclass
 class Cost:
     """What one row cost: wall seconds, the machine's busy and idle CPU-seconds (/proc/stat),
-    the row's own processes' CPU-seconds, and the grader's peak RSS where measured."""
+    and the grader's peak RSS where measured."""
 
     wall: float = 0.0
     busy: float = 0.0
     idle: float = 0.0
-    own: float = 0.0
     maxrss_mib: float = 0.0
 
 
@@ -99,20 +97,14 @@ def _machine() -> tuple[float, float]:
     return (sum(ticks[:8]) - idle) / _TICK, idle / _TICK
 
 
-def _own() -> float:
-    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return sum(u.ru_utime + u.ru_stime for u in usage)
-
-
 @contextmanager
 def measured() -> Iterator[Cost]:
     """The cost of the block, filled in when it ends."""
     cost = Cost()
     busy, idle = _machine()
-    own, started = _own(), time.perf_counter()
+    started = time.perf_counter()
     yield cost
     cost.wall = time.perf_counter() - started
-    cost.own = _own() - own
     end_busy, end_idle = _machine()
     cost.busy, cost.idle = end_busy - busy, end_idle - idle
 
@@ -146,10 +138,6 @@ def grader_class(folder: Path, out: Path, options: list[str]) -> Cost:
                if line.startswith("maxrss_kib "))
     cost.maxrss_mib = kib / 1024
     return cost
-
-
-def _median_wall(runs: int, once: Callable[[], float]) -> float:
-    return statistics.median(once() for _ in range(runs))
 
 
 def check_walls(path: Path, runs: int) -> tuple[float, float, float]:
@@ -190,6 +178,28 @@ def check_walls(path: Path, runs: int) -> tuple[float, float, float]:
     return tuple(statistics.median(walls[k]) for k in ("plain", "cold", "warm"))  # type: ignore
 
 
+def check_commands(path: Path, runs: int) -> tuple[float, float]:
+    """Median wall seconds of a `python` command executing the notebook with plain nbclient and
+    of the `grader check` command, each a fresh process (imports, the sandbox's probe)."""
+    plain = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+             "from benchmarks.speed import plain_execute; from pathlib import Path; "
+             "plain_execute(Path(sys.argv[2]))", str(ROOT), str(path)]
+    check = [sys.executable, "-m", "grader.cli", "check", str(path), "--assignment", ASSIGNMENT]
+
+    def timed(command: list[str]) -> float:
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+        if done.returncode != 0:
+            sys.exit(f"{command[2]} failed ({done.returncode}):\n{done.stderr}")
+        return time.perf_counter() - started
+
+    walls: dict[str, list[float]] = {"plain": [], "check": []}
+    for _ in range(runs):
+        walls["plain"].append(timed(plain))
+        walls["check"].append(timed(check))
+    return statistics.median(walls["plain"]), statistics.median(walls["check"])
+
+
 def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
@@ -224,8 +234,8 @@ def main() -> None:
         paths = build_class(work / "class", args.n)
         print(f"N = {args.n} clean submissions, {os.cpu_count()} CPUs, load average "
               f"{_load()} at the start", flush=True)
-        print(f"{'row':<30}{'wall s':>8}{'ratio':>7}{'CPU-s/nb machine':>18}{'own':>7}"
-              f"{'idle %':>8}{'load after':>17}", flush=True)
+        print(f"{'row':<30}{'wall s':>8}{'ratio':>7}{'CPU-s/nb':>10}{'idle %':>8}"
+              f"{'load after':>17}", flush=True)
         plain = plain_class(paths)
         costs = {"plain nbclient, sequential": plain}
         _print_row("plain nbclient, sequential", plain, plain, args.n)
@@ -234,8 +244,11 @@ def main() -> None:
             _print_row(name, costs[name], plain, args.n)
         print(f"\ngrader check of one notebook, median of {args.check_runs}:", flush=True)
         alone, cold, warm = check_walls(paths[0], args.check_runs)
-        print(f"  plain nbclient {alone:.2f} s; cold check {cold:.2f} s ({cold / alone:.2f}x); "
-              f"warm check {warm:.2f} s ({warm / alone:.2f}x)", flush=True)
+        print(f"  in this process: plain nbclient {alone:.2f} s; cold check {cold:.2f} s "
+              f"({cold / alone:.2f}x); warm check {warm:.2f} s ({warm / alone:.2f}x)", flush=True)
+        alone, command = check_commands(paths[0], args.check_runs)
+        print(f"  as commands: python running plain nbclient {alone:.2f} s; `grader check` "
+              f"{command:.2f} s ({command / alone:.2f}x)", flush=True)
         if args.memory:
             big = build_class(work / "big", 4 * args.n)
             small_rss = costs["default"].maxrss_mib if "default" in costs else (
@@ -256,8 +269,8 @@ def main() -> None:
 def _print_row(name: str, cost: Cost, plain: Cost, n: int) -> None:
     total = cost.busy + cost.idle
     idle = 100 * cost.idle / total if total else 0.0
-    print(f"{name:<30}{cost.wall:>8.1f}{cost.wall / plain.wall:>7.3f}{cost.busy / n:>18.3f}"
-          f"{cost.own / n:>7.3f}{idle:>8.0f}{_load():>17}", flush=True)
+    print(f"{name:<30}{cost.wall:>8.1f}{cost.wall / plain.wall:>7.3f}{cost.busy / n:>10.3f}"
+          f"{idle:>8.0f}{_load():>17}", flush=True)
 
 
 if __name__ == "__main__":
