@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from grader.classrun.batch import ClassRun, grade_class
@@ -101,8 +102,12 @@ def test_kernels_ahead_grade_as_kernels_started_on_demand(tmp_path, spec, scratc
     submission(source, "claude", bodies={"delta2": "return (y - y_hat) * sigmoid_prime(z2)"})
     submission(source, "kath", complete=False)
     submission(source, "killer", bodies={"delta1": "import os\nos._exit(1)"})
-    submission(source, "reader", cells_before=[OWN_FILE],
-               bodies={"update": "return w - learning_rate * grad if OWN_FILE else w"})
+    reader = submission(source, "reader", cells_before=[OWN_FILE],
+                        bodies={"update": "return w - learning_rate * grad if OWN_FILE else w"})
+    # Large enough to reach the kernel in more than one piece.
+    nb = nbformat.read(reader, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("A long essay. " * 200_000))
+    nbformat.write(nb, reader)
     limits = limits_for(spec, 5.0, 2.0)
     assert grade_class(source, tmp_path / "ahead", spec, limits, jobs=2, ahead=3,
                        verbosity=Verbosity.QUIET) == 0

@@ -40,18 +40,21 @@ from grader.settings import Limits
 
 # Run in a kernel that started before its submission was known: a sandbox that mounts the work
 # folder's files into the kernel's home at start (bubblewrap) has not mounted the submission's
-# notebook, so the kernel writes its copy there itself, read-only as a mounted one would be.
-# Elsewhere the home is the work folder, which holds the copy already.
-_PLACE_FILE = """
-def __grader_place_file__(name, data):
+# notebook, so the kernel writes its copy there itself, a piece at a time (a notebook can be
+# large), read-only once whole as a mounted one would be. Elsewhere the home is the work folder,
+# which holds the copy already.
+_HAS_FILE = "print(__import__('os').path.exists({name!r}))"
+_WRITE_PIECE = """
+def __grader_write_piece__(name, data, mode, last):
     import base64, os
-    if not os.path.exists(name):
-        with open(name, "xb") as fh:
-            fh.write(base64.b64decode(data))
+    with open(name, mode) as fh:
+        fh.write(base64.b64decode(data))
+    if last:
         os.chmod(name, 0o444)
-__grader_place_file__({name!r}, {data!r})
-del __grader_place_file__
+__grader_write_piece__({name!r}, {data!r}, {mode!r}, {last!r})
+del __grader_write_piece__
 """
+_PIECE_BYTES = 1 << 20
 
 
 class Kernel:
@@ -90,18 +93,32 @@ class Kernel:
             # The kernel runs under a uid of its own, which owns its work folder (the folder's
             # files included, as in one made before the kernel started).
             os.chown(copy, owner.st_uid, owner.st_gid)
-        data = base64.b64encode(await asyncio.to_thread(copy.read_bytes)).decode()
+        if await self._run(_HAS_FILE.format(name=submission.name)) == "True":
+            return
+        data = await asyncio.to_thread(copy.read_bytes)
+        for start in range(0, max(len(data), 1), _PIECE_BYTES):
+            piece = base64.b64encode(data[start:start + _PIECE_BYTES]).decode()
+            await self._run(_WRITE_PIECE.format(name=submission.name, data=piece,
+                                                mode="xb" if start == 0 else "ab",
+                                                last=start + _PIECE_BYTES >= len(data)))
+
+    async def _run(self, code: str) -> str:
+        """Run grader code in the kernel before any of the student's; what it printed. Raises
+        OSError when it fails."""
+        printed: list[str] = []
         failed: list[str] = []
 
         def receive(msg: dict) -> None:
-            if msg["msg_type"] == "error":
+            if msg["msg_type"] == "stream":
+                printed.append(str(msg["content"].get("text", "")))
+            elif msg["msg_type"] == "error":
                 failed.append(str(msg["content"].get("evalue", "")))
 
-        limits = self.session.limits
-        if await self.session.execute(_PLACE_FILE.format(name=submission.name, data=data),
-                                      receive, deadline_s=limits.startup_timeout_s) or failed:
-            raise OSError(f"could not place {submission.name} in the kernel's home: "
+        if await self.session.execute(code, receive,
+                                      deadline_s=self.session.limits.startup_timeout_s) or failed:
+            raise OSError("could not place the submission's notebook in the kernel's home: "
                           f"{failed[0] if failed else 'timed out'}")
+        return "".join(printed).strip()
 
     async def close(self) -> None:
         """Shut the kernel down and remove its folders; again does nothing."""
