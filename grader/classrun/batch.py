@@ -160,7 +160,7 @@ class ClassRun:
         shared = not self.fair_shares and min(self.jobs, len(todo)) > 1
         again: list[tuple[Submission, GradingKey]] = []
 
-        async def worker(kernels: KernelPool) -> None:
+        async def worker(kernels: KernelPool | None) -> None:
             for submission, key in pending:
                 started_at = utc_now()
                 report, keep = await self.grade(submission, key.seed, kernels)
@@ -171,8 +171,10 @@ class ClassRun:
 
         # A submission without a notebook needs no kernel.
         needed = sum(s.notebook is not None for s, _ in todo)
-        async with (KernelPool(self.limits, self.km_factory, self.ahead, total=needed) as kernels,
-                    asyncio.TaskGroup() as group):
+        # Without kernels ahead, each kernel starts for its submission, as in `grade` alone.
+        ahead = (KernelPool(self.limits, self.km_factory, self.ahead, total=needed)
+                 if self.ahead > 0 else contextlib.nullcontext())
+        async with ahead as kernels, asyncio.TaskGroup() as group:
             for _ in range(min(self.jobs, len(todo))):
                 group.create_task(worker(kernels))
         for submission, key in again:

@@ -29,7 +29,6 @@ import contextlib
 import os
 import shutil
 from collections import deque
-from collections.abc import Awaitable
 from pathlib import Path
 
 import nbformat
@@ -149,9 +148,8 @@ async def start_kernel(limits: Limits, km_factory: KernelManagerFactory,
     return kernel
 
 
-async def discard(pending: Awaitable[Kernel] | asyncio.Task[Kernel]) -> None:
+async def discard(task: asyncio.Task[Kernel]) -> None:
     """Close the kernel a task starts or started, cancelling the start if it is still going."""
-    task = pending if isinstance(pending, asyncio.Task) else asyncio.ensure_future(pending)
     if not task.done():
         task.cancel()
         # Waited for without taking its outcome: a start that was cancelled closes its kernel.
