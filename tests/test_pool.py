@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from grader import grade
 from grader.classrun.batch import ClassRun, grade_class
 from grader.classrun.gradebook import GradingKey
 from grader.classrun.sources import find_submissions
@@ -21,6 +22,7 @@ from grader.grade import grade_notebook, limits_for
 from grader.outputs.progress import Verbosity
 from grader.run.pool import KernelPool
 from grader.run.sandbox import choose_sandbox
+from grader.spec import AssignmentSpec
 from tests.notebooks import submission
 from tests.test_batch import _processes_naming, _reports, _rows, _without_timing
 
@@ -171,6 +173,27 @@ def test_a_service_grades_each_submission_in_a_kernel_of_its_own(tmp_path, spec,
             return scores
 
     assert asyncio.run(serve()) == [spec.max_score] * 4
+
+
+def test_a_check_starts_its_kernel_while_it_reads_the_reference(tmp_path, spec, scratch,
+                                                               monkeypatch):
+    """One notebook graded alone (`grader check`): its kernel is already starting while the
+    reference notebook is read."""
+    path = submission(tmp_path, "ada")
+    seen: list[bool] = []
+    read = grade.reference_namespace
+
+    def reading(spec: AssignmentSpec) -> dict:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _processes_naming(str(scratch)):
+            time.sleep(0.05)
+        seen.append(bool(_processes_naming(str(scratch))))
+        return read(spec)
+
+    monkeypatch.setattr(grade, "reference_namespace", reading)
+    report = asyncio.run(grade_notebook(path, spec, 7, limits_for(spec, 5.0, 2.0)))
+    assert seen == [True]
+    assert report.score == spec.max_score
 
 
 def test_ctrl_c_shuts_down_the_kernels_started_ahead(tmp_path, spec):
