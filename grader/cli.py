@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "tls://...; its workers started with --resources KERNELS=N), or "
                             "local:N to start N local worker processes of one kernel each. "
                             "Needs the dask extra: pip install 'backprop-grader[dask]'")
+    grade.add_argument("--kernels-ahead", type=_whole(0, "A count, 0 or more."), metavar="N",
+                       dest="ahead",
+                       help="kernels started ahead of the submissions that will take them, so "
+                            "that no CPU waits for an interpreter to start; each is used by one "
+                            "submission only (default: the number of CPUs; 0: start each "
+                            "submission's kernel when its grading begins)")
     grade.add_argument("--force", action="store_true",
                        help="grade every submission again, even those the gradebook holds a "
                             "report for")
@@ -450,7 +456,8 @@ def _cmd_grade(args: argparse.Namespace) -> int:
                  Verbosity.VERBOSE if args.verbose else Verbosity.NORMAL)
     status = grade_class(args.source, args.out, spec, limits, jobs=args.jobs, force=args.force,
                          gradebook=args.gradebook, verbosity=verbosity,
-                         gradescope=args.format == "gradescope", cluster=args.cluster)
+                         gradescope=args.format == "gradescope", cluster=args.cluster,
+                         ahead=args.ahead)
     if args.similarity:
         # Flags are evidence for a person: they never change the grading run's status.
         _similarity(args.source, args.out, spec, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ from grader.judge.cases import Case, call_args, make_cases
 from grader.judge.credit import Counterfactual
 from grader.judge.expressions import evaluate_spec
 from grader.judge.judging import counterfactuals, first_pass, judge
-from grader.judge.reference import handout_namespace, reference_namespace
+from grader.judge.reference import handout_namespace, reference_namespace, require_answer_key
 from grader.judge.speccheck import verify
 from grader.report import Report, TestResult
 from grader.run.notebook import UnreadableNotebook, load_notebook
 from grader.run.observe import CallPlan, observe
+from grader.run.pool import Kernel, KernelPool, discard, start_kernel
 from grader.run.sandbox import choose_sandbox
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
@@ -62,7 +64,8 @@ def _changed(spec: AssignmentSpec, f: FunctionSpec, contrast: ContrastCheck, cas
 
 async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
                          km_factory: KernelManagerFactory | None = None,
-                         sandbox: str = "none", public: bool = False) -> Report:
+                         sandbox: str = "none", public: bool = False,
+                         kernels: KernelPool | None = None) -> Report:
     """The report for one notebook file; an unreadable file gets an `invalid` report.
 
     Kernels start in the sandbox `limits.sandbox` asks for, chosen here (choose_sandbox), and
@@ -71,12 +74,14 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
 
     `public` grades without the answer key (a student's self-check); a full grade where the
     course has no answer key is a SpecError, never a public grade in silence.
+
+    `kernels` hands out kernels started ahead (grader.run.pool), made by its own factory;
+    without it, the kernel starts here, while the cases are made.
     """
     started = time.monotonic()
-    # Before the notebook is read: without its answer key a full grade has no report at all.
-    namespace = handout_namespace(spec) if public else reference_namespace(spec)
-    # The spec's own slips stop here, named as the spec's, before any kernel starts.
-    verify(spec, public)
+    if not public:
+        # Before anything starts: without its answer key a full grade has no report at all.
+        require_answer_key(spec)
     if km_factory is None:
         box = choose_sandbox(limits.sandbox, hide=secret_paths(spec),
                              kernel_start=limits.kernel_start)
@@ -91,9 +96,34 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
     except UnreadableNotebook as exc:
         return Report(**common, status="invalid", reason=str(exc), score=0,
                       duration_s=time.monotonic() - started)
-    # A variable that fails raises a SpecError naming it: the spec's mistake, or a handout that
-    # cannot compute it without the answer key.
-    cases = make_cases(spec, namespace, seed)
+    # The kernel starts (or comes from the pool) now, while the cases are made and the
+    # reference is read, in a thread so that the kernel's start goes on meanwhile.
+    ready = asyncio.create_task(kernels.take() if kernels is not None
+                                else start_kernel(limits, km_factory, path))
+    try:
+        return await _grade(nb, path, spec, seed, limits, km_factory, public, common, started,
+                            ready, kernels.give_back if kernels is not None else Kernel.close)
+    finally:
+        await discard(ready)  # shut down unless the grading got to it (an error before)
+
+
+def _prepare(spec: AssignmentSpec, seed: int, public: bool
+             ) -> tuple[dict[str, Any], list[Case]]:
+    """The namespace spec expressions run in, and the cases; the spec's own slips stop here,
+    named as the spec's (a variable that fails raises a SpecError naming it: the spec's
+    mistake, or a handout that cannot compute it without the answer key)."""
+    namespace = handout_namespace(spec) if public else reference_namespace(spec)
+    verify(spec, public)
+    return namespace, make_cases(spec, namespace, seed)
+
+
+async def _grade(nb: NotebookNode, path: Path, spec: AssignmentSpec, seed: int, limits: Limits,
+                 km_factory: KernelManagerFactory, public: bool, common: dict[str, Any],
+                 started: float, ready: asyncio.Task[Kernel],
+                 give_back: Callable[[Kernel], Awaitable[None]]) -> Report:
+    """The report of a loaded notebook, graded in the kernel `ready` gives, which then goes to
+    `give_back`."""
+    namespace, cases = await asyncio.to_thread(_prepare, spec, seed, public)
     # Feedback quotes the timeouts that applied, which the command line may have changed.
     applied = spec.model_copy(update={"timeouts": Timeouts(cell_s=limits.cell_timeout_s,
                                                            call_s=limits.call_timeout_s)})
@@ -143,7 +173,8 @@ async def grade_notebook(path: Path, spec: AssignmentSpec, seed: int, limits: Li
                 for c in await asyncio.to_thread(planned, in_case_order(calls))]
 
     observations = await observe(nb, plans, limits, km_factory, submission=path,
-                                 then=second_calls)
+                                 then=second_calls, ready=ready,
+                                 give_back=give_back)
     calls = in_case_order(observations.calls)
     # Off the event loop: judging one notebook (finite differences over every weight of a large
     # network, say) must not hold up the deadlines of the kernels graded beside it.

@@ -36,6 +36,7 @@ from grader.outputs.html import feedback_html
 from grader.outputs.plot import write_summary_png
 from grader.outputs.progress import ClassConsole, Verbosity
 from grader.report import Report, TestStatus
+from grader.run.pool import KernelPool
 from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
@@ -160,6 +161,8 @@ class ClassRun:
     sandbox: str
     # Whether each kernel gets a CPU share of its own (see grade_all).
     fair_shares: bool = True
+    # Kernels started ahead of the submissions that will take them (see grader.run.pool).
+    ahead: int = 0
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -171,14 +174,16 @@ class ClassRun:
         self.failures.append(f"{safe_text(student)}: {report.reason}")
         return report
 
-    async def grade(self, submission: Submission, seed: int) -> tuple[Report, bool]:
+    async def grade(self, submission: Submission, seed: int,
+                    kernels: KernelPool | None = None) -> tuple[Report, bool]:
         """The submission's report, and whether it may be kept (False: the grader itself failed)."""
         if submission.notebook is None:
             return not_one_notebook(submission, self.spec, seed), True
         started = time.monotonic()
         try:
             report = await grade_notebook(submission.notebook, self.spec, seed, self.limits,
-                                          km_factory=self.km_factory, sandbox=self.sandbox)
+                                          km_factory=self.km_factory, sandbox=self.sandbox,
+                                          kernels=kernels)
         except Exception as exc:  # a kernel that cannot start, a full disk: not the student's
             return self.failed(submission.student, submission.notebook.name, seed,
                                f"{type(exc).__name__}: {exc}",
@@ -188,25 +193,31 @@ class ClassRun:
     async def grade_all(self, todo: list[tuple[Submission, GradingKey]],
                         done: Callable[[Submission, GradingKey, Report, str, bool], None]
                         ) -> None:
-        """Grade `todo` with at most `jobs` kernels at once; `done` is called as each finishes."""
+        """Grade `todo`, `jobs` submissions at once, each in a kernel started ahead while earlier
+        ones are graded; `done` is called as each finishes."""
         pending = iter(todo)
         # Without a CPU share per kernel, a neighbour's processes can push a submission past its
         # timeouts: what timed out (or hung) while sharing the machine is graded again, alone.
         shared = not self.fair_shares and min(self.jobs, len(todo)) > 1
         again: list[tuple[Submission, GradingKey]] = []
 
-        async def worker() -> None:
+        async def worker(kernels: KernelPool | None) -> None:
             for submission, key in pending:
                 started_at = utc_now()
-                report, keep = await self.grade(submission, key.seed)
+                report, keep = await self.grade(submission, key.seed, kernels)
                 if shared and keep and _ran_out_of_time(report):
                     again.append((submission, key))
                 else:
                     done(submission, key, report, started_at, keep)
 
-        async with asyncio.TaskGroup() as group:
+        # A submission without a notebook needs no kernel.
+        needed = sum(s.notebook is not None for s, _ in todo)
+        # Without kernels ahead, each kernel starts for its submission, as in `grade` alone.
+        ahead = (KernelPool(self.limits, self.km_factory, self.ahead, total=needed)
+                 if self.ahead > 0 else contextlib.nullcontext())
+        async with ahead as kernels, asyncio.TaskGroup() as group:
             for _ in range(min(self.jobs, len(todo))):
-                group.create_task(worker())
+                group.create_task(worker(kernels))
         for submission, key in again:
             started_at = utc_now()
             report, keep = await self.grade(submission, key.seed)
@@ -241,13 +252,15 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
                 gradebook: Path | None = None, verbosity: Verbosity = Verbosity.NORMAL,
                 km_factory: KernelManagerFactory | None = None,
                 sandbox: str = "none", gradescope: bool = False,
-                cluster: str | None = None) -> int:
+                cluster: str | None = None, ahead: int | None = None) -> int:
     """Grade every submission in `source` into `out`; 0 when each got a report, 1 when the
     grader itself failed on some (their reports are not kept; run again).
 
     Kernels start in the sandbox `limits.sandbox` chooses; a caller that brings its own
-    `km_factory` names its sandbox in `sandbox`. With `cluster` (a Dask scheduler's address, or
-    `local:N`), the cluster's workers grade instead (grader.classrun.cluster).
+    `km_factory` names its sandbox in `sandbox`. `jobs` submissions are graded at once, and
+    `ahead` kernels (default: one per CPU) start ahead of the submissions that will take them.
+    With `cluster` (a Dask scheduler's address, or `local:N`), the cluster's workers grade
+    instead (grader.classrun.cluster).
 
     Raises SourceError for an unusable source or output folder, SpecError for a broken spec or
     reference, SandboxUnavailable and GradebookError, and with `cluster` UsageError (no such
@@ -275,7 +288,7 @@ def grade_class(source: Path, out: Path, spec: AssignmentSpec, limits: Limits, *
         box = choose_sandbox(limits.sandbox, hide=hidden, kernel_start=limits.kernel_start)
         km_factory, sandbox, fair_shares = box.factory(limits), box.name, box.fair_shares
     run = ClassRun(spec, limits, jobs or default_jobs(), km_factory, sandbox,
-                   fair_shares=fair_shares)
+                   fair_shares=fair_shares, ahead=default_jobs() if ahead is None else ahead)
     # What an earlier run, killed, left: kernels, cgroups, scratch folders.
     run.warnings += sweep_leftovers()
     _grade_source(run, spec_key, source, out, book_path, force, verbosity, gradescope)

@@ -40,13 +40,19 @@ def _namespace_of(path: Path, mtime_ns: int, handout: bool = False
     return MappingProxyType(namespace)
 
 
-def reference_namespace(spec: AssignmentSpec) -> dict[str, Any]:
-    """Globals of the executed reference notebook, plus the helpers spec expressions may use."""
+def require_answer_key(spec: AssignmentSpec) -> None:
+    """Raise SpecError, naming the course, when the spec's reference notebook is missing."""
     path = spec.reference_path
     if not path.is_file():
         course = spec.source.parent.parent
         raise SpecError(f"no answer key for {spec.name} in the course at {course} ({path} is "
                         "missing): without it only a public self-check (--public) runs")
+
+
+def reference_namespace(spec: AssignmentSpec) -> dict[str, Any]:
+    """Globals of the executed reference notebook, plus the helpers spec expressions may use."""
+    require_answer_key(spec)
+    path = spec.reference_path
     namespace = dict(_namespace_of(path, path.stat().st_mtime_ns))
     missing = [f.name for f in spec.functions if not callable(namespace.get(f.name))]
     if missing:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import nbformat
@@ -33,6 +34,11 @@ async def run_cell(session: KernelSession, index: int, timeout_s: float) -> Cell
     try:
         await client.async_execute_cell(session.nb.cells[index], index)
     except DeadKernelError:
+        # nbclient reports its own cancellation (a run interrupted, Ctrl-C) as a dead kernel:
+        # that must stop the grading, not replay the cells on a fresh kernel.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from None
         raise KernelLost("it killed the kernel") from None
     except Exception as exc:
         raise malformed(exc) from None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +13,8 @@ from grader.report import CellProblem
 from grader.run.cells import Cells
 from grader.run.channel import HarnessChannel
 from grader.run.messages import KernelLost
-from grader.run.processes import remove_scratch, scratch_dir
-from grader.run.session import KernelManagerFactory, KernelSession
+from grader.run.pool import Kernel, start_kernel
+from grader.run.session import KernelManagerFactory
 from grader.settings import Limits
 from grader.wire import Call, KernelDied
 
@@ -48,38 +46,34 @@ async def observe(nb: nbformat.NotebookNode, plans: Sequence[CallPlan], limits: 
                   km_factory: KernelManagerFactory,
                   submission: Path | None = None,
                   then: Callable[[dict[str, list[Call]]], Awaitable[Sequence[CallPlan]]]
-                  | None = None
+                  | None = None,
+                  ready: Awaitable[Kernel] | None = None,
+                  give_back: Callable[[Kernel], Awaitable[None]] = Kernel.close
                   ) -> Observations:
     """Run the notebook's code cells, then carry out each call plan in order.
 
     A kernel lost on the way is replaced (Limits.restarts times) by a fresh one that has run
     the cells that ran. `km_factory` makes each kernel's manager: grader.run.sandbox chooses one
     with the limits and confinement the machine allows. `then`, awaited with the outcomes of
-    every plan, returns more plans to carry out in the same kernel after them.
+    every plan, returns more plans to carry out in the same kernel after them. `ready` gives
+    the first kernel, started ahead (grader.run.pool), which this submission alone then uses;
+    without it, the first kernel starts here. The kernel goes to `give_back` at the end (by
+    default: shut down now).
     """
     observations = Observations()
-    runtime = scratch_dir("run")
+    kernel = await (ready if ready is not None else start_kernel(limits, km_factory, submission))
     try:
-        workdir = runtime / "work"
-        workdir.mkdir()
-        if submission is not None:
-            shutil.copy2(submission, workdir / submission.name)
-        session = KernelSession(nb, limits, km_factory, runtime, workdir)
+        await kernel.assign(nb, submission)
+        session = kernel.session
         cells = Cells(session, limits, observations.cells)
         channel = HarnessChannel(session)
-        try:
-            await session.start()
-            alive = await _carry_out(plans, observations, channel, cells, await cells.run())
-            if then is not None:
-                await _carry_out(await then(dict(observations.calls)), observations, channel,
-                                 cells, alive)
-        finally:
-            await session.stop()
+        alive = await _carry_out(plans, observations, channel, cells, await cells.run())
+        if then is not None:
+            await _carry_out(await then(dict(observations.calls)), observations, channel,
+                             cells, alive)
         observations.output_dropped_bytes = session.dropped_bytes
     finally:
-        # Removing a folder a kernel filled can take a while: not on the event loop, where the
-        # deadlines of the kernels graded beside this one run.
-        await asyncio.to_thread(remove_scratch, runtime)
+        await give_back(kernel)
     return observations
 
 

@@ -172,6 +172,12 @@ class KernelSession:
         await self.execute(STREAM_CHUNKS, lambda _msg: None,
                            deadline_s=self.limits.startup_timeout_s)
 
+    def assign(self, nb: nbformat.NotebookNode) -> None:
+        """Give a kernel started ahead of its notebook (grader.run.pool) the notebook to run."""
+        self.nb = nb
+        if self._client is not None:
+            self._client.nb = nb
+
     @property
     def dropped_bytes(self) -> int:
         """Output text this submission's kernels produced beyond the limit."""
