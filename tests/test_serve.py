@@ -554,7 +554,7 @@ def _drain(queue, store: Store) -> None:
     import asyncio
 
     async def run() -> None:
-        queue.start()
+        await queue.start()
         while store.waiting():
             await asyncio.sleep(0.02)
         await queue.stop()
@@ -715,3 +715,44 @@ def test_a_course_without_its_answer_key_is_refused_before_serving(tmp_path: Pat
     with pytest.raises(SpecError, match="no answer key"):
         create_app(data)
     assert not (data / "uploads").exists() or not any((data / "uploads").iterdir())
+
+
+def test_a_kernel_is_ready_before_the_upload_and_serves_that_submission_only(
+        tmp_path: Path) -> None:
+    """The server keeps a kernel started for each assignment, so a student's feedback waits on
+    the grading, not on an interpreter starting; the kernel that graded an upload is gone
+    afterwards and another stands ready in its place."""
+    import asyncio
+    import shutil
+
+    queue, store = _in_process_queue(tmp_path, [])
+    store.add_user("ada", "ada", "student")
+
+    async def run() -> tuple[Path, Path, int | None]:
+        await queue.start()
+        pool = queue._pools[ASSIGNMENT_NAME]
+        await pool.ready()
+        before = pool._starting[0].result().runtime
+        assert before.is_dir()  # started, with no submission yet
+        folder = tmp_path / "uploads" / "ada"
+        folder.mkdir(parents=True)
+        shutil.copy(submission(tmp_path), folder / "n.ipynb")
+        sid = store.add_submission(student="ada", assignment=ASSIGNMENT_NAME,
+                                   filename="n.ipynb", folder="ada", content_hash="h",
+                                   deadline=None, late=False, multiplier=1, capacity=9,
+                                   refill_s=60)
+        queue.wake()
+        while store.waiting():
+            await asyncio.sleep(0.02)
+        while store.submission(sid).report_json is None:
+            await asyncio.sleep(0.02)
+        await pool.ready()
+        after = pool._starting[0].result().runtime
+        await queue.stop()
+        report = store.submission(sid).report()
+        return before, after, report.score if report else None
+
+    before, after, score = asyncio.run(run())
+    assert score == 22  # graded in the kernel that was waiting for it
+    assert after != before and not before.exists()  # used once, then removed
+    assert not after.exists()  # the server's stop shuts down what waits

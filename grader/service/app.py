@@ -80,7 +80,7 @@ def create_app(data: Path, config_path: Path | None = None, cluster: str | None 
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        queue.start()
+        await queue.start()
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from grader.course import secret_paths
 from grader.grade import grade_notebook, limits_for
 from grader.judge.reference import reference_namespace
 from grader.report import Report
+from grader.run.pool import KernelPool
 from grader.run.sandbox import choose_sandbox, sweep_leftovers
 from grader.run.session import KernelManagerFactory
 from grader.service.config import ServerConfig
@@ -76,6 +77,10 @@ class GradingQueue:
         self._failures: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Kernels kept started for each assignment, so that a student's feedback waits on the
+        # grading, not on an interpreter starting; each serves one submission, then goes.
+        self._pools: dict[str, KernelPool] = {}
+        self._pools_open = contextlib.AsyncExitStack()
 
     def _open_clusters(self, address: str, hidden: list[Path]) -> tuple[str, int]:
         """Install each assignment's course on the cluster at `address` (a `local:N` one is
@@ -122,10 +127,14 @@ class GradingQueue:
         """Tell idle workers that something was queued."""
         self._wake.set()
 
-    def start(self) -> None:
-        """Queue again what a stopped server was grading, then start the workers."""
+    async def start(self) -> None:
+        """Queue again what a stopped server was grading, start kernels ahead, then start the
+        workers."""
         for warning in sweep_leftovers():
             log.warning("cleaning up after an earlier run: %s", warning)
+        for name, factory in self._factories.items():
+            self._pools[name] = await self._pools_open.enter_async_context(
+                KernelPool(self.limits[name], factory, size=self.kernels))
         again = self.store.requeue_running()
         if again:
             log.warning("%d submission(s) being graded when the server stopped: queued again",
@@ -140,6 +149,9 @@ class GradingQueue:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Kernels started ahead are shut down and their folders removed.
+        await self._pools_open.aclose()
+        self._pools.clear()
 
     async def grade(self, path: Path, spec: AssignmentSpec, seed: int) -> Report:
         """The one place a notebook is graded: every submission and regrade comes here."""
@@ -155,7 +167,7 @@ class GradingQueue:
             return report
         return await grade_notebook(path, spec, seed, self.limits[spec.name],
                                     km_factory=self._factories[spec.name],
-                                    sandbox=self.sandbox)
+                                    sandbox=self.sandbox, kernels=self._pools.get(spec.name))
 
     async def _grade_alone(self, path: Path, spec: AssignmentSpec, seed: int) -> Report:
         """Grade with every kernel slot held: nothing else runs beside it."""
