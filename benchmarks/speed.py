@@ -60,7 +60,7 @@ ROWS = {
     "default": [],
     "default, no kernels ahead": ["--kernels-ahead", "0"],
 }
-# The targets, as ratios of plain nbclient.
+# The targets, as ratios of plain nbclient.
 TARGETS = {"default": 0.35, "--jobs 1": 0.8}
 # Runs the grader's entry point and reports that process's peak RSS (kernels excluded).
 _GRADER = ("import resource, sys\n"

@@ -33,6 +33,10 @@ def course_toml(**assignments: str) -> str:
     return text
 
 
+class _PortTaken(Exception):
+    """Another process bound the server's port before it did."""
+
+
 class Server:
     """`grader serve` in a process of its own, started and stopped by the test."""
 
@@ -53,7 +57,18 @@ class Server:
         return out.rsplit(": ", 1)[1].strip()
 
     def start(self) -> Server:
-        """Start the server and wait until it answers."""
+        """Start the server and wait until it answers. The port was free when chosen, but a
+        process started meanwhile (a Dask worker of the server's own local cluster, say) may
+        take it first: then the server starts again on another."""
+        for _ in range(5):
+            try:
+                return self._start()
+            except _PortTaken:
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"no free port for the server: {self.log()}")
+
+    def _start(self) -> Server:
         log = (self.data / "server.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "grader.cli", "serve", "--data", str(self.data),
@@ -62,6 +77,8 @@ class Server:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                if f"('127.0.0.1', {self.port}): address already in use" in self.log():
+                    raise _PortTaken
                 raise RuntimeError(f"the server stopped: {self.log()}")
             try:
                 httpx.get(f"{self.url}/login", timeout=2)

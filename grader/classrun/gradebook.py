@@ -14,10 +14,10 @@ the same cases; a new gradebook draws new ones (and grades everything again).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +94,19 @@ class Entry:
     def report(self) -> Report:
         """The stored report, validated again on the way out."""
         return Report.model_validate_json(self.report_json)
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises (a connection opened with
+    isolation_level=None, whose transactions are its own)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def utc_now() -> str:
@@ -189,13 +202,5 @@ class Gradebook:
             self._db.execute("DELETE FROM reports WHERE assignment = ? AND student = ?",
                              (assignment, student))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the block raises."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        return transaction(self._db)
