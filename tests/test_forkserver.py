@@ -9,6 +9,7 @@ tests/test_security.py (their `fork` mode).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -294,3 +295,43 @@ def test_fork_is_chosen_only_where_it_confines_and_asking_for_it_elsewhere_fails
         assert json.loads(capsys.readouterr().out)["sandbox"] == "bwrap+landlock+seccomp"
     finally:
         sandbox._forked.cache_clear()
+
+
+# Every string shaped like a connection key in the kernel's readable memory, by its digest (the
+# keys themselves never enter the kernel with the code).
+SCAN = """
+import hashlib, re
+shape = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{24}")
+found = set()
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+    for line in maps:
+        span, perms = line.split()[:2]
+        if not perms.startswith("r"):
+            continue
+        start, end = (int(x, 16) for x in span.split("-"))
+        try:
+            mem.seek(start)
+            data = mem.read(end - start)
+        except (OSError, OverflowError, ValueError):
+            continue
+        found.update(hashlib.sha256(m).hexdigest() for m in shape.findall(data))
+print(" ".join(sorted(found)))
+"""
+
+
+def test_a_forked_kernel_finds_no_connection_key_of_another_in_its_memory(forked, private_tmp):
+    # A forked kernel starts as a copy of the server's memory, which it may read whole. The key
+    # that signs another kernel's messages (one started ahead, one running) must not be in it:
+    # each kernel reads its key from its own file, never from the server.
+    async def run() -> tuple[set[str], bytes, bytes]:
+        async with Kernel(forked) as first, Kernel(forked) as second:
+            keys = [first.km.session.key, second.km.session.key]
+            assert all(keys) and keys[0] != keys[1]
+            seen = await second.run(SCAN)
+            return set(seen.split()), *keys
+
+    seen, other, own = asyncio.run(run())
+    digest = {key: hashlib.sha256(key).hexdigest() for key in (other, own)}
+    # Its own key it finds (so the scan reads what it should); the other kernel's, nowhere.
+    assert digest[own] in seen
+    assert digest[other] not in seen

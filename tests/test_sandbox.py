@@ -222,6 +222,29 @@ def test_a_confined_kernel_keeps_to_its_own_files_and_reaches_no_host_facility(m
     assert seen["signal_grader"] in ("EPERM", "ESRCH")
 
 
+MOUNTS = """
+import json
+mounts = {}
+with open("/proc/self/mountinfo") as fh:
+    for line in fh:
+        fields = line.split()
+        mounts[fields[4]] = fields[5].split(",")
+print(json.dumps(mounts))
+"""
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "fork"])
+def test_no_mount_of_a_kernel_honours_set_user_id_or_devices_but_its_own(mode, private_tmp):
+    # A set-user-ID file or a device node on any mount (the writable IPC folder included) would
+    # take effect; bubblewrap binds everything nosuid, and nodev but for /dev's devices.
+    mounts = _confined_run(mode, MOUNTS)
+    assert any(point.endswith("/kernel") or "/ipc-" in point for point in mounts), mounts
+    for point, options in mounts.items():
+        assert "nosuid" in options, (point, options)
+        if not point.startswith("/dev/"):
+            assert "nodev" in options, (point, options)
+
+
 def test_unconfined_the_same_probe_reaches_everything(private_tmp):
     """The control: every call the test above sees refused works without the layers."""
     seen = _confined_run("none", PROBE)

@@ -117,7 +117,7 @@ def _make_parents(path):
         os.makedirs(parent, mode=0o755)
 
 
-def _bind(source, dest, writable):
+def _bind(source, dest, writable, device=False):
     info = os.stat(source)
     _make_parents(dest)
     if stat.S_ISDIR(info.st_mode):
@@ -125,16 +125,18 @@ def _bind(source, dest, writable):
     elif not os.path.exists(dest):
         os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
     mount(source, dest, None, MS_BIND | MS_REC)
-    if not writable:
-        for point in _submounts(dest):
-            mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # As bubblewrap binds: never a set-user-ID file, and no device but the devices themselves
+    # (a bind keeps its source's flags otherwise, writable ones too).
+    flags = MS_BIND | MS_REMOUNT | MS_NOSUID | (0 if device else MS_NODEV)
+    for point in _submounts(dest):
+        mount(None, point, None, flags | (0 if writable else MS_RDONLY))
 
 
 def _devices(dest):
-    mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755")
+    mount("tmpfs", dest, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755")
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
-            _bind(f"/dev/{name}", f"{dest}/{name}", True)
+            _bind(f"/dev/{name}", f"{dest}/{name}", True, device=True)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{dest}/{name}")
