@@ -21,10 +21,10 @@ from grader.classrun.cluster import Cluster, ClusterError, Outcome, read_report
 from grader.classrun.gradebook import Gradebook
 from grader.grade import limits_for
 from grader.outputs.progress import Verbosity
-from grader.report import Report
 from grader.spec import AssignmentSpec
 from tests.daskcluster import BIN, DaskCluster
 from tests.notebooks import submission
+from tests.test_batch import _reports
 
 WRONG_DELTA2 = {"delta2": "return (y - y_hat) * sigmoid_prime(z2)"}
 SLOW = ["import time\ntime.sleep(1.5)"]
@@ -43,10 +43,6 @@ def _rows(book: Path) -> dict[str, tuple]:
                 "finished_at FROM reports")}
         except sqlite3.OperationalError:  # created but its table not yet
             return {}
-
-
-def _reports(out: Path) -> dict[str, Report]:
-    return {p.stem: Report.model_validate_json(p.read_text()) for p in out.glob("*.json")}
 
 
 def _twin_gradebooks(folder: Path) -> tuple[Path, Path]:

@@ -409,21 +409,25 @@ def test_roster_import_prints_tokens_once_and_keeps_hashes(tmp_path: Path) -> No
     assert again.returncode == 2 and "on the roster already" in again.stderr
 
 
+def _queued(store: Store, student: str, assignment: str = "a", folder: str | None = None
+            ) -> int:
+    """Queue n.ipynb of `student` (on time, full credit, a bucket of 9) straight in the store;
+    its id. The folder defaults to a new one per submission."""
+    return store.add_submission(student=student, assignment=assignment, filename="n.ipynb",
+                                folder=folder or f"{assignment}/{student}{len(store.folders())}",
+                                content_hash="h", deadline=None, late=False, multiplier=1,
+                                capacity=9, refill_s=60)
+
+
 def test_queue_takes_new_submissions_before_regrades(tmp_path: Path) -> None:
     store = Store(tmp_path / "server.sqlite")
     for student in ("s1", "s2"):
         store.add_user(student, student, "student")
 
-    def add(student: str) -> int:
-        return store.add_submission(student=student, assignment="a", filename="n.ipynb",
-                                    folder=f"a/{student}{len(store.folders())}",
-                                    content_hash="h", deadline=None, late=False,
-                                    multiplier=1, capacity=9, refill_s=60)
-
-    old = add("s1")
+    old = _queued(store, "s1")
     store.finish(store.claim().id, _report())
     store.regrade([old])
-    new = add("s2")
+    new = _queued(store, "s2")
     assert store.queue_position(new) == 1 and store.queue_position(old) == 2
     assert [store.claim().id, store.claim().id] == [new, old]
     assert store.claim() is None
@@ -435,17 +439,11 @@ def test_one_students_burst_takes_turns_with_the_others(tmp_path: Path) -> None:
     for student in ("flood", "s2", "s3"):
         store.add_user(student, student, "student")
 
-    def add(student: str) -> int:
-        return store.add_submission(student=student, assignment="a", filename="n.ipynb",
-                                    folder=f"a/{student}{len(store.folders())}",
-                                    content_hash="h", deadline=None, late=False,
-                                    multiplier=1, capacity=9, refill_s=60)
-
-    burst = [add("flood") for _ in range(5)]
+    burst = [_queued(store, "flood") for _ in range(5)]
     assert store.claim().id == burst[0]  # being graded: the rest of the burst waits behind it
-    s2 = add("s2")
+    s2 = _queued(store, "s2")
     assert store.queue_position(s2) == 1
-    s3 = add("s3")
+    s3 = _queued(store, "s3")
     assert store.queue_position(s3) == 2  # behind s2 only: the burst has a kernel already
     assert store.queue_position(burst[1]) == 3
     assert [store.claim().id for _ in range(3)] == [s2, s3, burst[1]]
@@ -543,9 +541,7 @@ def _in_process_queue(tmp_path: Path, students: list[str], assignment: str = ASS
     store, book = Store(tmp_path / "server.sqlite"), Gradebook(tmp_path / "gradebook.sqlite")
     for name in students:
         store.add_user(name, name, "student")
-        store.add_submission(student=name, assignment=assignment, filename="n.ipynb",
-                             folder=name, content_hash="h", deadline=None, late=False,
-                             multiplier=1, capacity=9, refill_s=60)
+        _queued(store, name, assignment, folder=name)
     return GradingQueue(config, specs, tmp_path, store, book), store
 
 
@@ -737,10 +733,7 @@ def test_a_kernel_is_ready_before_the_upload_and_serves_that_submission_only(
         folder = tmp_path / "uploads" / "ada"
         folder.mkdir(parents=True)
         shutil.copy(submission(tmp_path), folder / "n.ipynb")
-        sid = store.add_submission(student="ada", assignment=ASSIGNMENT_NAME,
-                                   filename="n.ipynb", folder="ada", content_hash="h",
-                                   deadline=None, late=False, multiplier=1, capacity=9,
-                                   refill_s=60)
+        sid = _queued(store, "ada", ASSIGNMENT_NAME, folder="ada")
         queue.wake()
         while store.waiting():
             await asyncio.sleep(0.02)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader.course import secret_paths
 from grader.errors import GraderError
 from grader.files import write_atomic
 from grader.grade import grade_notebook, limits_for
@@ -86,7 +87,7 @@ def results_for(platform: Platform, root: Path, course: Path, assignment: str, s
         notebook = the_notebook(root / platform.submission)
         spec = find_spec(assignment, course)
         limits = limits_for(spec, sandbox=sandbox)
-        box = choose_sandbox(limits.sandbox, hide=(spec.source, spec.reference_path),
+        box = choose_sandbox(limits.sandbox, hide=secret_paths(spec),
                              kernel_start=limits.kernel_start)
         report = asyncio.run(grade_notebook(notebook, spec, fresh_seed(), limits,
                                             km_factory=box.factory(limits), sandbox=box.name))
